@@ -1,6 +1,10 @@
 //! Configuration: the TOML model, built-in presets for the covered services, and validation
 //! that reports every problem at once with file, line and key.
 
+pub mod detect;
+mod parse;
+pub mod presets;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +15,22 @@ use crate::manager::CommandSpec;
 use crate::policy::Recovery;
 use crate::probe::ProbeSpec;
 
+pub use detect::{detect, detect_with, render_config, Detection};
+pub use presets::{preset, presets, Preset, PresetProbe};
+
 pub const DEFAULT_PATH: &str = "/etc/selfheal/selfheal.toml";
+
+/// Default time between two checks of every service.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/selfheal";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/selfheal/control.sock";
+/// Sendmail binary used for alerts when the config does not name one and this file exists.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
+pub const DEFAULT_JOURNAL_LINES: usize = 20;
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+/// Default time allowed for one delivery attempt through a relay.
+pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Heal restarts a service found down; watch only tracks and alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,16 +53,22 @@ impl fmt::Display for Mode {
 pub struct Config {
     /// File the config came from; `None` when running on detected presets without a file.
     pub path: Option<PathBuf>,
-    /// Time between two checks of every service.
+    /// Time between two checks of every service (`interval`, default 30 s, never zero).
     pub interval: Duration,
+    /// Default mode of every service (`mode`, default heal).
     pub mode: Mode,
-    /// Directory of the state database (`state.db`).
+    /// Directory of the state database `state.db` (`state_dir`, default `/var/lib/selfheal`).
     pub state_dir: PathBuf,
-    /// Unix socket the daemon serves the CLI on.
+    /// Unix socket the daemon serves the CLI on (`control_socket`, default
+    /// `/run/selfheal/control.sock`).
     pub control_socket: PathBuf,
+    /// Recipients and channels of alert email (`[alerts]`).
     pub alerts: AlertConfig,
     /// Enabled services, in the order the file names them.
     pub services: Vec<ServiceConfig>,
+    /// Problems that do not stop selfheal from running, such as a password file readable by
+    /// other users. `load` returns them with a valid config; the caller logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -64,31 +89,115 @@ impl Config {
 pub struct ServiceConfig {
     /// Name the admin uses: the table name under `[services]`.
     pub name: String,
-    /// Built-in preset this service starts from, if any.
+    /// Built-in preset this service starts from, if any (the table name or `preset`).
     pub preset: Option<String>,
+    /// Heal or watch this service (`mode`, default: the top-level `mode`).
     pub mode: Mode,
-    /// Critical services are alerted in watch mode when they go down.
+    /// Critical services are alerted in watch mode when they go down (`critical`, default: the
+    /// preset's flag, false for a custom service).
     pub critical: bool,
     /// Candidate systemd unit names, tried in order; the first one systemd knows is used.
     /// Empty for a service managed by commands.
     pub units: Vec<String>,
+    /// Start, stop and restart commands with the process check, for hosts without systemd.
     pub commands: Option<CommandSpec>,
     /// Endpoints that must answer; empty means the unit state alone decides.
     pub probes: Vec<ProbeSpec>,
+    /// Timeout of one probe run (`probe_timeout`, default 5 s).
     pub probe_timeout: Duration,
-    /// Upper bound on one restart call, stop and start together.
+    /// Upper bound on one restart call, stop and start together (`restart_timeout`, default
+    /// 2 min).
     pub restart_timeout: Duration,
+    /// Verify window, restart budget and probe retries.
     pub recovery: Recovery,
+}
+
+impl ServiceConfig {
+    /// Builds a service from a preset with nothing overridden. `defaults` are the top-level
+    /// timing keys; the preset's own timing values take precedence over them.
+    pub fn from_preset(preset: &Preset, name: &str, mode: Mode, defaults: Timing) -> Self {
+        let timing = preset.timing.or(defaults);
+        ServiceConfig {
+            name: name.to_string(),
+            preset: Some(preset.name.to_string()),
+            mode,
+            critical: preset.critical,
+            units: preset.units.iter().map(|unit| unit.to_string()).collect(),
+            commands: None,
+            probes: preset.probe_specs(),
+            probe_timeout: timing.probe_timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT),
+            restart_timeout: timing.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
+            recovery: timing.recovery(),
+        }
+    }
+}
+
+/// Timing keys set at one level of the config: the top level, a preset or a service table.
+/// `None` leaves the value to the level below, and finally to the built-in default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub probe_timeout: Option<Duration>,
+    pub probe_retries: Option<u32>,
+    pub retry_interval: Option<Duration>,
+    pub verify_after: Option<Duration>,
+    pub verify_timeout: Option<Duration>,
+    pub max_restarts: Option<u32>,
+    pub restart_window: Option<Duration>,
+    pub restart_timeout: Option<Duration>,
+}
+
+impl Timing {
+    /// Nothing set; usable in `const` presets, where `Default` is not.
+    pub const NONE: Timing = Timing {
+        probe_timeout: None,
+        probe_retries: None,
+        retry_interval: None,
+        verify_after: None,
+        verify_timeout: None,
+        max_restarts: None,
+        restart_window: None,
+        restart_timeout: None,
+    };
+
+    /// Fills each value left unset here from `lower`.
+    pub fn or(self, lower: Timing) -> Timing {
+        Timing {
+            probe_timeout: self.probe_timeout.or(lower.probe_timeout),
+            probe_retries: self.probe_retries.or(lower.probe_retries),
+            retry_interval: self.retry_interval.or(lower.retry_interval),
+            verify_after: self.verify_after.or(lower.verify_after),
+            verify_timeout: self.verify_timeout.or(lower.verify_timeout),
+            max_restarts: self.max_restarts.or(lower.max_restarts),
+            restart_window: self.restart_window.or(lower.restart_window),
+            restart_timeout: self.restart_timeout.or(lower.restart_timeout),
+        }
+    }
+
+    /// Resolves the recovery policy values, taking [`Recovery::default`] for those left unset.
+    pub fn recovery(&self) -> Recovery {
+        let default = Recovery::default();
+        Recovery {
+            verify_after: self.verify_after.unwrap_or(default.verify_after),
+            verify_timeout: self.verify_timeout.unwrap_or(default.verify_timeout),
+            max_restarts: self.max_restarts.unwrap_or(default.max_restarts),
+            restart_window: self.restart_window.unwrap_or(default.restart_window),
+            probe_retries: self.probe_retries.unwrap_or(default.probe_retries),
+            retry_interval: self.retry_interval.unwrap_or(default.retry_interval),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AlertConfig {
+    /// Sender address (`from`); always set when `to` is not empty.
     pub from: Option<String>,
+    /// Recipient addresses (`to`); empty means no alert is sent.
     pub to: Vec<String>,
+    /// SMTP relays (`[[alerts.relay]]`), tried in order.
     pub relays: Vec<RelayConfig>,
     /// Local sendmail binary used after every relay failed; `None` disables it.
     pub sendmail: Option<PathBuf>,
-    /// Journal lines of the unit included in an alert.
+    /// Journal lines of the unit included in an alert (`journal_lines`, default 20).
     pub journal_lines: usize,
 }
 
@@ -111,18 +220,25 @@ pub enum TlsMode {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayConfig {
+    /// Host name or IP address of the relay.
     pub host: String,
+    /// TCP port (default by `tls`: 465 for tls, 587 for starttls, 25 for none).
     pub port: u16,
+    /// Transport security (default starttls).
     pub tls: TlsMode,
+    /// SMTP AUTH user name; `password_file` is always set along with it.
     pub username: Option<String>,
+    /// File whose content is the SMTP AUTH password, checked readable at load time.
     pub password_file: Option<PathBuf>,
-    /// Timeout of each SMTP step.
+    /// Time allowed for the connection and for the whole delivery attempt through this relay
+    /// (default 30 s).
     pub timeout: Duration,
 }
 
 /// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigError {
+    /// Config file; empty for a config built from presets without a file.
     pub file: PathBuf,
     /// 1-based line; 0 when the problem is not tied to a line (unreadable file).
     pub line: usize,
@@ -135,14 +251,20 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        let mut location = self.file.display().to_string();
         if self.line > 0 {
-            write!(f, ":{}", self.line)?;
+            location.push_str(&format!(":{}", self.line));
         }
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            if !location.is_empty() {
+                location.push_str(": ");
+            }
+            location.push_str(&self.key);
         }
-        write!(f, ": {}", self.message)?;
+        if !location.is_empty() {
+            write!(f, "{location}: ")?;
+        }
+        f.write_str(&self.message)?;
         if let Some(example) = &self.example {
             write!(f, " (example: {example})")?;
         }
@@ -168,14 +290,190 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Read and validate a config file.
+/// Reads and validates a config file, returning every problem found at once, sorted by line.
+///
+/// Paths the config names (sendmail, password files) are checked on this host's filesystem.
+/// Non-fatal problems come back in [`Config::warnings`].
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let _ = path;
-    Err(ConfigErrors(vec![ConfigError {
-        file: path.to_path_buf(),
-        line: 0,
-        key: String::new(),
-        message: "config parsing is not implemented yet".into(),
-        example: None,
-    }]))
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message: format!(
+                "failed to read the config file: {err}; check the path and that selfheal may read it"
+            ),
+            example: None,
+        }])
+    })?;
+    parse_str(&text, path)
+}
+
+/// Validates config text as [`load`] does; `path` is only used in errors and [`Config::path`].
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    parse::parse(text, path)
+}
+
+/// Builds the config used when no config file exists: the named presets with all defaults,
+/// heal mode and no alert recipient. A name that is not a preset is skipped with a warning.
+pub fn from_presets(names: &[&str]) -> Config {
+    let mut services = Vec::new();
+    let mut warnings = Vec::new();
+    for name in names {
+        match preset(name) {
+            Some(found) => services.push(ServiceConfig::from_preset(
+                found,
+                name,
+                Mode::Heal,
+                Timing::NONE,
+            )),
+            None => warnings.push(ConfigError {
+                file: PathBuf::new(),
+                line: 0,
+                key: format!("services.{name}"),
+                message: format!(
+                    "unknown preset \"{name}\", skipped; the presets are: {}",
+                    presets::preset_names()
+                ),
+                example: None,
+            }),
+        }
+    }
+    Config {
+        path: None,
+        interval: DEFAULT_INTERVAL,
+        mode: Mode::Heal,
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        alerts: AlertConfig {
+            sendmail: default_sendmail(),
+            journal_lines: DEFAULT_JOURNAL_LINES,
+            ..AlertConfig::default()
+        },
+        services,
+        warnings,
+    }
+}
+
+/// [`DEFAULT_SENDMAIL`] when that file exists on this host.
+fn default_sendmail() -> Option<PathBuf> {
+    let path = Path::new(DEFAULT_SENDMAIL);
+    path.is_file().then(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_presets_uses_defaults() {
+        let config = from_presets(&["postfix", "mariadb"]);
+        assert_eq!(config.path, None);
+        assert_eq!(config.mode, Mode::Heal);
+        assert_eq!(config.interval, DEFAULT_INTERVAL);
+        assert_eq!(config.state_db(), Path::new("/var/lib/selfheal/state.db"));
+        assert!(config.alerts.to.is_empty());
+        assert!(!config.alerts.has_channel());
+        assert!(config.warnings.is_empty());
+        assert_eq!(config.service_names(), ["postfix", "mariadb"]);
+
+        let Some(mariadb) = config.service("mariadb") else {
+            panic!("mariadb missing");
+        };
+        assert_eq!(mariadb.preset.as_deref(), Some("mariadb"));
+        assert_eq!(mariadb.units[0], "mariadb.service");
+        assert!(mariadb.critical);
+        assert_eq!(mariadb.restart_timeout, Duration::from_secs(600));
+        assert_eq!(mariadb.recovery.verify_timeout, Duration::from_secs(300));
+        assert_eq!(
+            mariadb.recovery.max_restarts,
+            Recovery::default().max_restarts
+        );
+        assert_eq!(mariadb.probe_timeout, DEFAULT_PROBE_TIMEOUT);
+    }
+
+    #[test]
+    fn from_presets_skips_unknown() {
+        let config = from_presets(&["exim", "dovecot"]);
+        assert_eq!(config.service_names(), ["dovecot"]);
+        assert_eq!(config.warnings.len(), 1);
+        assert_eq!(config.warnings[0].key, "services.exim");
+        assert!(config.warnings[0]
+            .to_string()
+            .starts_with("services.exim: unknown preset"));
+    }
+
+    #[test]
+    fn load_reads_file() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("creating a tempdir: {err}"),
+        };
+        let path = dir.path().join("selfheal.toml");
+        if let Err(err) = std::fs::write(&path, "interval = \"1min\"\n[services.dovecot]\n") {
+            panic!("writing the config: {err}");
+        }
+        let config = match load(&path) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        };
+        assert_eq!(config.path.as_deref(), Some(path.as_path()));
+        assert_eq!(config.interval, Duration::from_secs(60));
+        assert_eq!(config.service_names(), ["dovecot"]);
+    }
+
+    #[test]
+    fn load_missing_file() {
+        let path = Path::new("/nonexistent/selfheal.toml");
+        let errors = match load(path) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(errors) => errors.0,
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 0);
+        assert!(errors[0]
+            .message
+            .starts_with("failed to read the config file"));
+        assert!(errors[0]
+            .to_string()
+            .starts_with("/nonexistent/selfheal.toml: failed"));
+    }
+
+    #[test]
+    fn error_display_format() {
+        let error = ConfigError {
+            file: PathBuf::from("/etc/selfheal/selfheal.toml"),
+            line: 3,
+            key: "services.dovecot.mode".into(),
+            message: "invalid mode \"fix\"".into(),
+            example: Some("mode = \"watch\"".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "/etc/selfheal/selfheal.toml:3: services.dovecot.mode: invalid mode \"fix\" \
+             (example: mode = \"watch\")"
+        );
+        let errors = ConfigErrors(vec![error.clone(), error]);
+        assert_eq!(errors.to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn timing_fills_from_lower() {
+        let upper = Timing {
+            probe_retries: Some(7),
+            ..Timing::NONE
+        };
+        let lower = Timing {
+            probe_retries: Some(1),
+            max_restarts: Some(9),
+            ..Timing::NONE
+        };
+        let merged = upper.or(lower);
+        assert_eq!(merged.probe_retries, Some(7));
+        assert_eq!(merged.max_restarts, Some(9));
+        assert_eq!(merged.verify_after, None);
+        let recovery = merged.recovery();
+        assert_eq!(recovery.max_restarts, 9);
+        assert_eq!(recovery.verify_after, Recovery::default().verify_after);
+    }
 }

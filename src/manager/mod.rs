@@ -195,6 +195,13 @@ impl Managers {
         }
     }
 
+    /// Use the `systemctl` command without trying the bus (tests, and hosts without D-Bus).
+    pub fn without_bus(call_timeout: Duration) -> Self {
+        Managers {
+            units: UnitBackend::Systemctl(systemctl::Systemctl::new(call_timeout)),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.units {
             UnitBackend::Dbus(_) => "systemd (D-Bus)",
@@ -254,6 +261,19 @@ impl Managers {
             UnitBackend::Systemctl(_) => None,
         }
     }
+}
+
+/// Returns whether a restart job failed because the start rate limit rejected the start, judged
+/// from the unit's state before and after the job.
+///
+/// A start job the rate limit rejects ends with "failed" without the unit ever entering
+/// `activating`, so `InactiveExitTimestampMonotonic` keeps its value. `Result` alone is no evidence: systemd 252
+/// sets "start-limit-hit" only when the previous result was "success", so it often keeps the
+/// "exit-code" of the failures that used up the limit.
+pub(crate) fn start_limit_hit(job_result: &str, before: &UnitStatus, after: &UnitStatus) -> bool {
+    job_result == "failed"
+        && (after.inactive_exit_usec == before.inactive_exit_usec
+            || after.result == "start-limit-hit")
 }
 
 /// Whether `/proc/PID` exists and the process is not a zombie.

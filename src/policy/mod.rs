@@ -1,15 +1,33 @@
 //! The recovery policy: a pure state machine per service.
+//!
+//! Observations (unit state and probe results), restart outcomes and manual requests go in,
+//! together with the monotonic time they were taken at; commands (restart, alert), events (for
+//! the log, the store and the dashboard) and the time of the next wanted check come out. Nothing
+//! here touches the outside world or reads a clock, so every rule is tested on paused time.
 
+mod observation;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::Mode;
+use crate::manager::{RestartError, RestartReport};
+
+pub use observation::{Health, Observation};
 
 /// Timing and budget of recovery for one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recovery {
     /// First re-check after a restart.
     pub verify_after: Duration,
-    /// A restart that has not produced a healthy service by then failed.
+    /// A restart that has not produced a healthy service by then failed. Also how long selfheal
+    /// waits for systemd's own restart of a unit before acting.
     pub verify_timeout: Duration,
     /// Restarts allowed within `restart_window`, counting systemd's own automatic restarts.
     pub max_restarts: u32,
@@ -17,6 +35,7 @@ pub struct Recovery {
     /// Extra probe attempts, `retry_interval` apart, before an active unit whose probe fails
     /// counts as down: a slow service is not a dead one.
     pub probe_retries: u32,
+    /// Time between probe retries, and between re-checks while verifying or waiting.
     pub retry_interval: Duration,
 }
 
@@ -30,5 +49,672 @@ impl Default for Recovery {
             probe_retries: 2,
             retry_interval: Duration::from_secs(2),
         }
+    }
+}
+
+/// How an incident ended or why it needs the admin. The text forms are stored in the state
+/// database and must keep their meaning across versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// selfheal restarted the service and the probe passed afterwards.
+    Healed,
+    /// systemd's own `Restart=` brought the unit back.
+    RestartedBySystemd,
+    /// The service came back without a restart by anyone we know of.
+    Recovered,
+    /// Down in watch mode: nothing is restarted.
+    Down,
+    /// A restart did not produce a healthy service within the verify window.
+    RestartFailed,
+    /// The service keeps dying: restart budget used up, or it died again right after a restart.
+    CrashLoop,
+    /// The service manager refused or could not run the restart.
+    CannotRestart,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healed => "healed",
+            Verdict::RestartedBySystemd => "restarted by systemd",
+            Verdict::Recovered => "recovered",
+            Verdict::Down => "down",
+            Verdict::RestartFailed => "restart failed",
+            Verdict::CrashLoop => "crash loop",
+            Verdict::CannotRestart => "cannot restart",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Verdict> {
+        [
+            Verdict::Healed,
+            Verdict::RestartedBySystemd,
+            Verdict::Recovered,
+            Verdict::Down,
+            Verdict::RestartFailed,
+            Verdict::CrashLoop,
+            Verdict::CannotRestart,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == text)
+    }
+
+    /// Verdicts that leave the service marked "needs attention" until it is healthy again.
+    pub fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            Verdict::Down | Verdict::RestartFailed | Verdict::CrashLoop | Verdict::CannotRestart
+        )
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a service stands, as shown by `selfheal status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Phase {
+    Healthy,
+    /// The probe failed while the unit is active; re-trying before counting it down.
+    Suspect {
+        failures: u32,
+    },
+    /// systemd is starting, stopping or auto-restarting the unit; selfheal waits for it.
+    WaitingForSystemd {
+        #[serde(skip)]
+        since: Instant,
+    },
+    /// A restart call is running.
+    Restarting {
+        manual: bool,
+    },
+    /// Restarted; re-checking until the probe passes or the verify window ends.
+    Verifying {
+        manual: bool,
+        #[serde(skip)]
+        deadline: Instant,
+        /// Result of a restart job that did not finish with "done", for the failure reason.
+        job_failure: Option<String>,
+    },
+    /// Recovery failed or is not allowed; checked every cycle, never restarted automatically.
+    NeedsAttention {
+        verdict: Verdict,
+        reason: String,
+    },
+}
+
+impl Phase {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Phase::Healthy => "healthy",
+            Phase::Suspect { .. } => "suspect",
+            Phase::WaitingForSystemd { .. } => "waiting for systemd",
+            Phase::Restarting { .. } => "restarting",
+            Phase::Verifying { .. } => "verifying",
+            Phase::NeedsAttention { verdict, .. } if *verdict == Verdict::Down => "down",
+            Phase::NeedsAttention { .. } => "needs attention",
+        }
+    }
+}
+
+/// Something the engine must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Restart through the service manager (resetting a failed unit first), then feed the result
+    /// back as [`Input::RestartFinished`].
+    Restart,
+    /// Tell the admin: one alert per incident.
+    Alert { verdict: Verdict, reason: String },
+}
+
+/// One occurrence worth a log line and a row in the incident history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An active unit's probe failed; it is re-tried before the service counts as down.
+    ProbeRetry {
+        attempt: u32,
+        of: u32,
+        problem: String,
+    },
+    /// The probe passed again on a retry: slow, not dead. No incident.
+    ProbeRecovered {
+        retries: u32,
+    },
+    IncidentOpened {
+        problem: String,
+    },
+    WaitingForSystemd {
+        state: String,
+    },
+    /// systemd restarted the unit by itself `count` times since the last check.
+    SystemdRestarted {
+        count: u32,
+    },
+    RestartIssued {
+        manual: bool,
+    },
+    RestartDone {
+        report: RestartReport,
+    },
+    RestartError {
+        error: String,
+    },
+    /// A restart was wanted but not done.
+    RestartSkipped {
+        reason: String,
+    },
+    /// The incident closed: the service is healthy again.
+    IncidentClosed {
+        verdict: Verdict,
+        after: Duration,
+    },
+    NeedsAttention {
+        verdict: Verdict,
+        reason: String,
+    },
+    /// An alert was not sent because one for the same verdict went out recently.
+    AlertSuppressed {
+        verdict: Verdict,
+        reason: String,
+    },
+    /// A manual restart verified without an open incident.
+    ManualRestartVerified,
+}
+
+/// What goes into the policy.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Checked(Observation),
+    RestartFinished(Result<RestartReport, RestartError>),
+    /// An admin asked for a restart (CLI or dashboard). It bypasses the restart budget.
+    RestartRequested,
+}
+
+/// What comes out of one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub commands: Vec<Command>,
+    pub events: Vec<Event>,
+    /// Check again at this time, earlier than the next regular cycle.
+    pub next_check: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Incident {
+    opened: Instant,
+    alerted: bool,
+    /// systemd was seen working on the unit during this incident.
+    saw_systemd_working: bool,
+}
+
+/// State carried over from the state database when selfheal starts.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// The open incident's verdict, if it had reached one, and whether it was alerted.
+    pub open_incident: Option<(Option<Verdict>, String, bool)>,
+    /// Age of each restart still inside the restart window.
+    pub restart_ages: Vec<Duration>,
+    /// Age of the last crash-loop alert, for its suppression window.
+    pub crash_loop_alert_age: Option<Duration>,
+}
+
+/// The policy of one service.
+#[derive(Debug, Clone)]
+pub struct ServicePolicy {
+    mode: Mode,
+    critical: bool,
+    recovery: Recovery,
+    phase: Phase,
+    incident: Option<Incident>,
+    /// Times of restarts (selfheal's and systemd's automatic ones) within the restart window.
+    restarts: VecDeque<Instant>,
+    /// The last restart selfheal issued, for "died again right after the restart".
+    last_restart: Option<Instant>,
+    last_crash_loop_alert: Option<Instant>,
+    /// systemd's `NRestarts` at the previous check.
+    last_n_restarts: Option<u32>,
+}
+
+impl ServicePolicy {
+    pub fn new(mode: Mode, critical: bool, recovery: Recovery) -> Self {
+        ServicePolicy {
+            mode,
+            critical,
+            recovery,
+            phase: Phase::Healthy,
+            incident: None,
+            restarts: VecDeque::new(),
+            last_restart: None,
+            last_crash_loop_alert: None,
+            last_n_restarts: None,
+        }
+    }
+
+    /// Rebuild the policy of a service from the state database after selfheal restarted. An open
+    /// incident that had reached a verdict stays "needs attention" (no second alert, no restart);
+    /// one that had not is re-evaluated at the first check.
+    pub fn restore(
+        mode: Mode,
+        critical: bool,
+        recovery: Recovery,
+        restored: Restored,
+        now: Instant,
+    ) -> Self {
+        let mut policy = ServicePolicy::new(mode, critical, recovery);
+        let ago = |age: Duration| now.checked_sub(age).unwrap_or(now);
+        let mut ages = restored.restart_ages;
+        ages.sort_by(|a, b| b.cmp(a));
+        policy.restarts = ages.into_iter().map(ago).collect();
+        policy.last_restart = policy.restarts.back().copied();
+        policy.last_crash_loop_alert = restored.crash_loop_alert_age.map(ago);
+        if let Some((verdict, reason, alerted)) = restored.open_incident {
+            policy.incident = Some(Incident {
+                opened: now,
+                alerted,
+                saw_systemd_working: false,
+            });
+            if let Some(verdict) = verdict.filter(|v| v.needs_attention()) {
+                policy.phase = Phase::NeedsAttention { verdict, reason };
+            }
+        }
+        policy
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn has_open_incident(&self) -> bool {
+        self.incident.is_some()
+    }
+
+    /// Restarts counted against the budget at `now`.
+    pub fn restarts_in_window(&self, now: Instant) -> usize {
+        self.restarts
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < self.recovery.restart_window)
+            .count()
+    }
+
+    /// Feed one input taken at monotonic time `now`.
+    pub fn step(&mut self, input: Input, now: Instant) -> Decision {
+        let mut out = Decision::default();
+        self.forget_old_restarts(now);
+        match input {
+            Input::Checked(observation) => self.on_check(observation, now, &mut out),
+            Input::RestartFinished(result) => self.on_restart_finished(result, now, &mut out),
+            Input::RestartRequested => self.on_manual_restart(now, &mut out),
+        }
+        out
+    }
+
+    fn forget_old_restarts(&mut self, now: Instant) {
+        while let Some(first) = self.restarts.front() {
+            if now.saturating_duration_since(*first) >= self.recovery.restart_window {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn on_check(&mut self, observation: Observation, now: Instant, out: &mut Decision) {
+        let systemd_restarts = self.count_systemd_restarts(&observation, now);
+        if systemd_restarts > 0 {
+            out.events.push(Event::SystemdRestarted {
+                count: systemd_restarts,
+            });
+        }
+        let health = observation.health();
+
+        match self.phase.clone() {
+            Phase::Healthy => match health {
+                Health::Healthy => {
+                    if systemd_restarts > 0 {
+                        // A crash systemd healed between two checks is still an incident.
+                        self.open_incident(now, "crashed and restarted by systemd", out);
+                        self.close_incident(Verdict::RestartedBySystemd, now, out);
+                        self.check_flapping(now, out);
+                    }
+                }
+                Health::Transitional => self.wait_for_systemd(&observation, now, out),
+                Health::Unresponsive => self.suspect(1, &observation, now, out),
+                Health::Dead => self.go_down(observation.problem(), now, out),
+            },
+            Phase::Suspect { failures } => match health {
+                Health::Healthy => {
+                    out.events.push(Event::ProbeRecovered { retries: failures });
+                    self.phase = Phase::Healthy;
+                }
+                Health::Transitional => self.wait_for_systemd(&observation, now, out),
+                Health::Unresponsive => self.suspect(failures + 1, &observation, now, out),
+                Health::Dead => self.go_down(observation.problem(), now, out),
+            },
+            Phase::WaitingForSystemd { since } => match health {
+                Health::Healthy => {
+                    self.close_incident(Verdict::RestartedBySystemd, now, out);
+                    self.check_flapping(now, out);
+                }
+                Health::Transitional | Health::Unresponsive
+                    if now.saturating_duration_since(since) < self.recovery.verify_timeout =>
+                {
+                    out.next_check = Some(now + self.recovery.retry_interval);
+                }
+                Health::Transitional if self.mode == Mode::Watch => {
+                    self.go_down(observation.problem(), now, out)
+                }
+                Health::Transitional => {
+                    // systemd's own start never finished; restarting would cancel a start that
+                    // may be a long recovery (InnoDB), so leave it to the admin.
+                    let reason = format!(
+                        "unit still {} after {}",
+                        observation.unit_state(),
+                        format_secs(now.saturating_duration_since(since))
+                    );
+                    self.needs_attention(Verdict::RestartFailed, reason, now, out);
+                }
+                Health::Unresponsive | Health::Dead => {
+                    self.go_down(observation.problem(), now, out)
+                }
+            },
+            Phase::Restarting { .. } => {
+                // The engine does not check while its restart call runs; a stray observation
+                // changes nothing.
+            }
+            Phase::Verifying {
+                manual,
+                deadline,
+                job_failure,
+            } => match health {
+                Health::Healthy => {
+                    if self.incident.is_some() {
+                        self.close_incident(Verdict::Healed, now, out);
+                    } else {
+                        out.events.push(Event::ManualRestartVerified);
+                        self.phase = Phase::Healthy;
+                    }
+                }
+                Health::Transitional | Health::Unresponsive if now < deadline => {
+                    out.next_check = Some((now + self.recovery.retry_interval).min(deadline));
+                }
+                _ => {
+                    let mut reason = observation.problem();
+                    if let Some(result) = job_failure {
+                        reason = format!("restart job {result}; {reason}");
+                    }
+                    if manual && self.incident.is_none() {
+                        self.open_incident(now, &reason, out);
+                    }
+                    self.needs_attention(Verdict::RestartFailed, reason, now, out);
+                }
+            },
+            Phase::NeedsAttention { .. } => {
+                if health == Health::Healthy {
+                    self.close_incident(Verdict::Recovered, now, out);
+                }
+            }
+        }
+        self.last_n_restarts = observation.n_restarts().or(self.last_n_restarts);
+    }
+
+    /// Count the automatic restarts systemd made since the last check (`NRestarts` grew) into the
+    /// restart budget. The counter starts over when the unit is started by hand, so a smaller
+    /// value only moves the baseline.
+    fn count_systemd_restarts(&mut self, observation: &Observation, now: Instant) -> u32 {
+        let (Some(previous), Some(current)) = (self.last_n_restarts, observation.n_restarts())
+        else {
+            return 0;
+        };
+        let count = current.saturating_sub(previous);
+        for _ in 0..count.min(self.recovery.max_restarts + 1) {
+            self.restarts.push_back(now);
+        }
+        count
+    }
+
+    fn suspect(
+        &mut self,
+        failures: u32,
+        observation: &Observation,
+        now: Instant,
+        out: &mut Decision,
+    ) {
+        if failures > self.recovery.probe_retries {
+            let problem = format!("{} ({} attempts)", observation.problem(), failures);
+            self.go_down(problem, now, out);
+            return;
+        }
+        out.events.push(Event::ProbeRetry {
+            attempt: failures,
+            of: self.recovery.probe_retries,
+            problem: observation.problem(),
+        });
+        self.phase = Phase::Suspect { failures };
+        out.next_check = Some(now + self.recovery.retry_interval);
+    }
+
+    fn wait_for_systemd(&mut self, observation: &Observation, now: Instant, out: &mut Decision) {
+        self.open_incident(now, &observation.problem(), out);
+        if let Some(incident) = &mut self.incident {
+            incident.saw_systemd_working = true;
+        }
+        out.events.push(Event::WaitingForSystemd {
+            state: observation.unit_state(),
+        });
+        self.phase = Phase::WaitingForSystemd { since: now };
+        out.next_check = Some(now + self.recovery.retry_interval);
+    }
+
+    /// The service counts as down: restart it in heal mode if the budget allows, else report.
+    fn go_down(&mut self, problem: String, now: Instant, out: &mut Decision) {
+        self.open_incident(now, &problem, out);
+        if self.mode == Mode::Watch {
+            out.events.push(Event::RestartSkipped {
+                reason: "watch mode".to_string(),
+            });
+            self.needs_attention(Verdict::Down, problem, now, out);
+            return;
+        }
+        if let Some(restarted) = self.last_restart {
+            let since = now.saturating_duration_since(restarted);
+            if since < self.recovery.verify_timeout {
+                let reason = format!(
+                    "came back and died again {} after the restart: {problem}",
+                    format_secs(since)
+                );
+                self.needs_attention(Verdict::CrashLoop, reason, now, out);
+                return;
+            }
+        }
+        let used = self.restarts_in_window(now);
+        if used >= self.recovery.max_restarts as usize {
+            let reason = format!(
+                "{used} restarts within {} used up the budget: {problem}",
+                humantime::format_duration(self.recovery.restart_window)
+            );
+            self.needs_attention(Verdict::CrashLoop, reason, now, out);
+            return;
+        }
+        self.restart(false, now, out);
+    }
+
+    fn restart(&mut self, manual: bool, now: Instant, out: &mut Decision) {
+        if !manual {
+            self.restarts.push_back(now);
+        }
+        self.last_restart = Some(now);
+        self.phase = Phase::Restarting { manual };
+        out.events.push(Event::RestartIssued { manual });
+        out.commands.push(Command::Restart);
+    }
+
+    fn on_restart_finished(
+        &mut self,
+        result: Result<RestartReport, RestartError>,
+        now: Instant,
+        out: &mut Decision,
+    ) {
+        let Phase::Restarting { manual } = self.phase else {
+            return;
+        };
+        let deadline = now + self.recovery.verify_timeout;
+        let verify_at = now + self.recovery.verify_after;
+        match result {
+            Ok(report) => {
+                out.events.push(Event::RestartDone { report });
+                self.phase = Phase::Verifying {
+                    manual,
+                    deadline,
+                    job_failure: None,
+                };
+                out.next_check = Some(verify_at);
+            }
+            // The job did run: a unit with Restart= may still come up, so verify as usual.
+            Err(error @ (RestartError::JobFailed { .. } | RestartError::Timeout(_))) => {
+                out.events.push(Event::RestartError {
+                    error: error.to_string(),
+                });
+                let job_failure = match &error {
+                    RestartError::JobFailed { result } => {
+                        Some(format!("finished with \"{result}\""))
+                    }
+                    _ => Some(error.to_string()),
+                };
+                self.phase = Phase::Verifying {
+                    manual,
+                    deadline,
+                    job_failure,
+                };
+                out.next_check = Some(verify_at);
+            }
+            Err(error) => {
+                out.events.push(Event::RestartError {
+                    error: error.to_string(),
+                });
+                if self.incident.is_none() {
+                    self.open_incident(now, &error.to_string(), out);
+                }
+                self.needs_attention(Verdict::CannotRestart, error.to_string(), now, out);
+            }
+        }
+    }
+
+    fn on_manual_restart(&mut self, now: Instant, out: &mut Decision) {
+        if matches!(
+            self.phase,
+            Phase::Restarting { .. } | Phase::Verifying { .. }
+        ) {
+            out.events.push(Event::RestartSkipped {
+                reason: "a restart is already in progress".to_string(),
+            });
+            return;
+        }
+        self.restart(true, now, out);
+    }
+
+    /// A service that systemd keeps restarting by itself is in a crash loop too, even though
+    /// each crash was healed.
+    fn check_flapping(&mut self, now: Instant, out: &mut Decision) {
+        let used = self.restarts_in_window(now);
+        if self.mode == Mode::Heal && used > self.recovery.max_restarts as usize {
+            let reason = format!(
+                "systemd restarted it {used} times within {}",
+                humantime::format_duration(self.recovery.restart_window)
+            );
+            self.alert_once(Verdict::CrashLoop, reason, now, out);
+        }
+    }
+
+    fn open_incident(&mut self, now: Instant, problem: &str, out: &mut Decision) {
+        if self.incident.is_none() {
+            self.incident = Some(Incident {
+                opened: now,
+                alerted: false,
+                saw_systemd_working: false,
+            });
+            out.events.push(Event::IncidentOpened {
+                problem: problem.to_string(),
+            });
+        }
+    }
+
+    fn close_incident(&mut self, verdict: Verdict, now: Instant, out: &mut Decision) {
+        if let Some(incident) = self.incident.take() {
+            let verdict = match verdict {
+                Verdict::Recovered if incident.saw_systemd_working => Verdict::RestartedBySystemd,
+                other => other,
+            };
+            out.events.push(Event::IncidentClosed {
+                verdict,
+                after: now.saturating_duration_since(incident.opened),
+            });
+        }
+        self.phase = Phase::Healthy;
+    }
+
+    fn needs_attention(
+        &mut self,
+        verdict: Verdict,
+        reason: String,
+        now: Instant,
+        out: &mut Decision,
+    ) {
+        out.events.push(Event::NeedsAttention {
+            verdict,
+            reason: reason.clone(),
+        });
+        self.phase = Phase::NeedsAttention {
+            verdict,
+            reason: reason.clone(),
+        };
+        let alert_wanted = match verdict {
+            Verdict::Down => self.critical,
+            _ => true,
+        };
+        if alert_wanted {
+            self.alert_once(verdict, reason, now, out);
+        }
+    }
+
+    /// Alert at most once per incident; a crash loop at most once per restart window, so a
+    /// service that flaps between crash loop and healthy does not mail on every flap.
+    fn alert_once(&mut self, verdict: Verdict, reason: String, now: Instant, out: &mut Decision) {
+        let recent_crash_loop_alert = self
+            .last_crash_loop_alert
+            .is_some_and(|t| now.saturating_duration_since(t) < self.recovery.restart_window);
+        if verdict == Verdict::CrashLoop && recent_crash_loop_alert {
+            out.events.push(Event::AlertSuppressed { verdict, reason });
+            return;
+        }
+        match &mut self.incident {
+            Some(incident) if incident.alerted => return,
+            Some(incident) => incident.alerted = true,
+            // A flapping service alerts between incidents: no incident to mark.
+            None => {}
+        }
+        if verdict == Verdict::CrashLoop {
+            self.last_crash_loop_alert = Some(now);
+        }
+        out.commands.push(Command::Alert { verdict, reason });
+    }
+}
+
+/// Whole seconds, or tenths below ten seconds: "2.5 s", "42 s".
+pub fn format_secs(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{secs:.0} s")
     }
 }

@@ -1,19 +1,29 @@
 #!/usr/bin/python3
 """SMTP server for selfheal's tests: stores every accepted message as a file.
 
-usage: smtp_sink.py --listen HOST:PORT --dir DIR
+usage: smtp_sink.py --listen HOST:PORT --dir DIR [--auth-user USER --auth-password-file FILE]
+                    [--starttls CERT KEY | --implicit-tls CERT KEY]
 
 Each message lands in DIR as <nanoseconds>.eml, written to a temporary name first and then
 renamed, so a reader never sees half a message. DIR/ready appears once the server listens.
 Runs Debian's python3-aiosmtpd (or aiosmtpd from PyPI).
+
+With --auth-user and --auth-password-file, the server offers AUTH PLAIN and LOGIN, also on
+the plain connection, and rejects MAIL from a client that has not authenticated. The password
+is the first line of the file, without its line ending.
+
+With --starttls, the server offers STARTTLS with the given PEM certificate and key. With
+--implicit-tls, it speaks TLS from the first byte, as on port 465.
 """
 import argparse
 import os
 import signal
+import ssl
 import threading
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Store:
@@ -29,14 +39,69 @@ class Store:
         return "250 2.0.0 stored as %s" % name
 
 
+class PasswordCheck:
+    """aiosmtpd authenticator that accepts one user with one password."""
+
+    def __init__(self, user, password):
+        self.user = user.encode()
+        self.password = password.encode()
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        accepted = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == self.user
+            and auth_data.password == self.password
+        )
+        if accepted:
+            return AuthResult(success=True, auth_data=auth_data)
+        # handled=False makes aiosmtpd send "535 5.7.8 Authentication credentials invalid".
+        return AuthResult(success=False, handled=False)
+
+
+def read_first_line(path):
+    with open(path, encoding="utf-8") as source:
+        return source.readline().rstrip("\r\n")
+
+
+def server_tls_context(cert, key):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", required=True, help="HOST:PORT to listen on")
     parser.add_argument("--dir", required=True, help="directory that receives the messages")
+    parser.add_argument("--auth-user", help="require AUTH as this user")
+    parser.add_argument(
+        "--auth-password-file", help="file whose first line is the password of --auth-user"
+    )
+    tls_group = parser.add_mutually_exclusive_group()
+    tls_group.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"), help="offer STARTTLS")
+    tls_group.add_argument(
+        "--implicit-tls", nargs=2, metavar=("CERT", "KEY"), help="speak TLS from the first byte"
+    )
     args = parser.parse_args()
+    if (args.auth_user is None) != (args.auth_password_file is None):
+        parser.error("--auth-user and --auth-password-file must be given together")
+
     host, port = args.listen.rsplit(":", 1)
     os.makedirs(args.dir, exist_ok=True)
-    controller = Controller(Store(args.dir), hostname=host, port=int(port))
+    auth = {}
+    if args.auth_user is not None:
+        password = read_first_line(args.auth_password_file)
+        auth = dict(
+            authenticator=PasswordCheck(args.auth_user, password),
+            auth_required=True,
+            auth_require_tls=False,
+        )
+    tls = {}
+    if args.starttls is not None:
+        tls = dict(tls_context=server_tls_context(*args.starttls))
+    if args.implicit_tls is not None:
+        tls = dict(ssl_context=server_tls_context(*args.implicit_tls))
+    controller = Controller(Store(args.dir), hostname=host, port=int(port), **auth, **tls)
     controller.start()
     open(os.path.join(args.dir, "ready"), "w").close()
     stop = threading.Event()

@@ -1,0 +1,460 @@
+//! The command line: thin commands over the modules, or over the running daemon's socket.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand};
+use tokio::sync::oneshot;
+
+use crate::config::{self, Config, DEFAULT_PATH};
+use crate::control::{self, ControlRequest, ControlResponse};
+use crate::engine::{self, AlertSender, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT};
+use crate::manager::Managers;
+use crate::policy::Health;
+use crate::store::{from_unix_ms, Store};
+
+/// Exit status for usage and config errors.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "selfheal",
+    version,
+    about = "Keeps a mail server's services running and alerts the admin when it cannot"
+)]
+pub struct Cli {
+    /// Config file; when the default one does not exist, the detected presets are used.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Commands {
+    /// Run the daemon in the foreground.
+    Run,
+    /// Show each service's state, since when, and the last action.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check services once without restarting anything (exit 1 when one is down).
+    Check {
+        /// Only this service.
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a service through the same path as an automatic restart, and verify it.
+    Restart { service: String },
+    /// Validate the config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List the covered services installed on this host and print a config enabling them.
+    Detect,
+    /// List incidents, newest first.
+    Incidents {
+        /// Only incidents that are still open.
+        #[arg(long)]
+        open: bool,
+        /// Maximum number of incidents listed.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every problem of the config file with file:line, or a summary when it is valid.
+    Check,
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Commands::Config {
+            command: ConfigCommand::Check,
+        } => config_check(cli.config.as_deref()),
+        Commands::Detect => detect().await,
+        command => {
+            let managers = Managers::connect(MANAGER_CALL_TIMEOUT).await;
+            let config = match load_config(cli.config.as_deref(), &managers).await {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            // An unknown service name is a usage error: exit 2 with the configured names.
+            if let Commands::Check {
+                service: Some(name),
+                ..
+            }
+            | Commands::Restart { service: name } = &command
+            {
+                if config.service(name).is_none() {
+                    eprintln!("selfheal: {}", unknown_service(&config, name));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+            let result = match command {
+                Commands::Run => crate::daemon::run(config, managers)
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Commands::Status { json } => status(&config, json).await,
+                Commands::Check { service, json } => check(&config, &managers, service, json).await,
+                Commands::Restart { service } => restart(config, managers, &service).await,
+                Commands::Incidents { open, limit, json } => incidents(&config, open, limit, json),
+                Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
+            };
+            result.unwrap_or_else(|error| {
+                eprintln!("selfheal: {error:#}");
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// Load the config file, or, when the default file does not exist, the presets installed on
+/// this host. A missing file given with `-c` is an error.
+async fn load_config(path: Option<&Path>, managers: &Managers) -> Result<Config, ExitCode> {
+    let explicit = path.is_some();
+    let path = path.unwrap_or(Path::new(DEFAULT_PATH));
+    if !explicit && !path.exists() {
+        let found = config::detect::detect(managers).await;
+        let names: Vec<&str> = found.iter().map(|d| d.preset.name).collect();
+        tracing::warn!(
+            path = %path.display(),
+            services = %names.join(", "),
+            "no config file; watching the detected services in heal mode"
+        );
+        return Ok(config::from_presets(&names));
+    }
+    match config::load(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(config)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "selfheal: {} problem(s) in {}",
+                errors.0.len(),
+                path.display()
+            );
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
+fn config_check(path: Option<&Path>) -> ExitCode {
+    let path = path.unwrap_or(Path::new(DEFAULT_PATH));
+    match config::load(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "{}: valid; mode {}, interval {}, {} service(s): {}",
+                path.display(),
+                config.mode,
+                humantime::format_duration(config.interval),
+                config.services.len(),
+                config.service_names().join(", ")
+            );
+            if !config.alerts.has_channel() {
+                println!("warning: no alert channel configured; failures will only be logged");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} problem(s) in {}", errors.0.len(), path.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+async fn detect() -> ExitCode {
+    let managers = Managers::connect(MANAGER_CALL_TIMEOUT).await;
+    let found = config::detect::detect(&managers).await;
+    eprintln!("# service manager: {}", managers.backend_name());
+    for detection in &found {
+        eprintln!("# found {} ({})", detection.preset.name, detection.unit);
+    }
+    if found.is_empty() {
+        eprintln!("# none of the covered services is installed on this host");
+    }
+    print!("{}", config::detect::render_config(&found));
+    ExitCode::SUCCESS
+}
+
+fn unknown_service(config: &Config, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "unknown service \"{name}\"; configured services: {}",
+        config.service_names().join(", ")
+    )
+}
+
+async fn check(
+    config: &Config,
+    managers: &Managers,
+    only: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let services: Vec<_> = match &only {
+        Some(name) => vec![config
+            .service(name)
+            .ok_or_else(|| unknown_service(config, name))?],
+        None => config.services.iter().collect(),
+    };
+    let checks = services.iter().map(|service| async move {
+        let target = engine::resolve_target(managers, service).await;
+        let observation = engine::observe(managers, &target, service).await;
+        (*service, target, observation)
+    });
+    let results = futures_util::future::join_all(checks).await;
+
+    let mut all_healthy = true;
+    let mut rows = Vec::new();
+    for (service, target, observation) in &results {
+        let health = observation.health();
+        all_healthy &= health == Health::Healthy;
+        let state = match health {
+            Health::Healthy => "healthy",
+            Health::Transitional => "changing",
+            Health::Unresponsive => "not answering",
+            Health::Dead => "down",
+        };
+        rows.push(serde_json::json!({
+            "service": service.name,
+            "unit": target.label(),
+            "state": state,
+            "unit_state": observation.unit_state(),
+            "probes": observation.probes,
+        }));
+        if !json {
+            println!(
+                "{:<16} {:<14} {:<26} {}",
+                service.name,
+                state,
+                target.label(),
+                observation.unit_state()
+            );
+            for probe in &observation.probes {
+                println!("{:<16} {probe}", "");
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(if all_healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let views = match control::request(
+        &config.control_socket,
+        &ControlRequest::Status,
+        Duration::from_secs(10),
+    )
+    .await?
+    {
+        Some(ControlResponse::Status { services }) => services,
+        Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
+        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        None => {
+            eprintln!(
+                "selfheal daemon not running (no socket at {}); last known state from {}",
+                config.control_socket.display(),
+                config.state_db().display()
+            );
+            stored_views(config)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<16} {:<22} LAST ACTION",
+        "SERVICE", "STATE", "SINCE"
+    );
+    for view in &views {
+        let action = match (&view.last_action, view.last_action_ms) {
+            (Some(action), Some(ms)) => format!("{action} ({})", time_text(ms)),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<16} {:<16} {:<22} {action}",
+            view.service,
+            view.state,
+            time_text(view.since_ms)
+        );
+        if let (Some(verdict), Some(reason)) = (&view.verdict, &view.reason) {
+            println!("{:<16} {verdict}: {reason}", "");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The services' last state as the daemon stored it.
+fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
+    let store = Store::open(&config.state_db())?;
+    let states = store.service_states()?;
+    let mut views = Vec::new();
+    for service in &config.services {
+        let stored = states.iter().find(|s| s.service == service.name);
+        let open = store.open_incident_for(&service.name)?;
+        views.push(ServiceView {
+            service: service.name.clone(),
+            unit: open.as_ref().map(|o| o.unit.clone()).unwrap_or_default(),
+            mode: service.mode.to_string(),
+            critical: service.critical,
+            state: stored.map_or("unknown".to_string(), |s| s.state.clone()),
+            since_ms: stored.map_or(0, |s| s.since_ms),
+            checked_ms: stored.and_then(|s| s.checked_ms),
+            checks: 0,
+            last_probe: stored.and_then(|s| s.last_probe.clone()),
+            last_action: stored.and_then(|s| s.last_action.clone()),
+            last_action_ms: stored.and_then(|s| s.last_action_ms),
+            verdict: open.as_ref().and_then(|o| o.verdict.clone()),
+            reason: open.as_ref().and_then(|o| o.reason.clone()),
+            incident: open.map(|o| o.id),
+        });
+    }
+    Ok(views)
+}
+
+async fn restart(config: Config, managers: Managers, name: &str) -> anyhow::Result<ExitCode> {
+    let service = config
+        .service(name)
+        .ok_or_else(|| unknown_service(&config, name))?
+        .clone();
+    let request = ControlRequest::Restart {
+        service: name.to_string(),
+    };
+    let limit = service.restart_timeout + service.recovery.verify_timeout + Duration::from_secs(30);
+    let outcome = match control::request(&config.control_socket, &request, limit).await? {
+        Some(ControlResponse::Restart { outcome }) => outcome,
+        Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
+        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        None => {
+            eprintln!("selfheal daemon not running; restarting directly");
+            restart_without_daemon(&config, managers, service).await?
+        }
+    };
+    println!("{}", outcome.message);
+    Ok(if outcome.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The daemon's restart path, run in this process: restart, verify, record, alert.
+async fn restart_without_daemon(
+    config: &Config,
+    managers: Managers,
+    service: crate::config::ServiceConfig,
+) -> anyhow::Result<engine::RestartOutcome> {
+    let store = Arc::new(Store::open(&config.state_db())?);
+    let managers = Arc::new(managers);
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let (alerts, alert_task) = AlertSender::start(config.alerts.clone(), store.clone(), host);
+    let target = engine::resolve_target(&managers, &service).await;
+    let policy = engine::restore_policy(&store, &service)?;
+    let mut runner = ServiceRunner::new(
+        service,
+        target,
+        policy,
+        managers,
+        store,
+        alerts,
+        config.alerts.journal_lines,
+    )?;
+    let (reply, outcome) = oneshot::channel();
+    let mut next = runner.manual_restart(reply).await;
+    let outcome = {
+        tokio::pin!(outcome);
+        loop {
+            tokio::select! {
+                result = &mut outcome => break result?,
+                _ = tokio::time::sleep_until(next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1))) => {
+                    next = runner.check().await;
+                }
+            }
+        }
+    };
+    drop(runner);
+    let _ = tokio::time::timeout(Duration::from_secs(60), alert_task).await;
+    Ok(outcome)
+}
+
+fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.state_db())?;
+    let rows = store.incidents(open, limit)?;
+    if json {
+        let mut list = Vec::new();
+        for row in &rows {
+            list.push(serde_json::json!({
+                "incident": row,
+                "events": store.events(row.id)?,
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no {}incidents", if open { "open " } else { "" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<6} {:<14} {:<22} {:<22} {:<22} PROBLEM",
+        "ID", "SERVICE", "OPENED", "CLOSED", "VERDICT"
+    );
+    for row in &rows {
+        let closed = row.closed_ms.map_or("open".to_string(), time_text);
+        let verdict = match (&row.verdict, &row.resolution) {
+            (Some(v), Some(r)) => format!("{v}, then {r}"),
+            (Some(v), None) => v.clone(),
+            (None, _) => "-".to_string(),
+        };
+        println!(
+            "{:<6} {:<14} {:<22} {:<22} {:<22} {}",
+            row.id,
+            row.service,
+            time_text(row.opened_ms),
+            closed,
+            verdict,
+            row.reason.as_deref().unwrap_or(&row.problem)
+        );
+        for event in store.events(row.id)? {
+            println!("{:<6} {}  {}", "", time_text(event.at_ms), event.detail);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// UTC time to the second, "-" for none.
+fn time_text(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".to_string();
+    }
+    let time: SystemTime = from_unix_ms(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}

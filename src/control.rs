@@ -1,0 +1,142 @@
+//! The daemon's control socket: the CLI's `status` and `restart` go through the running daemon
+//! so that its state stays right. One JSON request line in, one JSON response line out.
+//!
+//! The socket is created with mode 0600: only root may restart services through it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::engine::{Engine, RestartOutcome, ServiceView};
+
+/// Longest request line accepted, in bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Status,
+    Restart { service: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Status { services: Vec<ServiceView> },
+    Restart { outcome: RestartOutcome },
+    Error { message: String },
+}
+
+/// Bind the control socket, replacing a stale socket file left by an earlier run.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another selfheal daemon is already listening on {}; stop it first",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Answer requests until the task is aborted.
+pub async fn serve(listener: UnixListener, engine: Arc<Engine>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = handle(stream, &engine).await {
+                        tracing::debug!(%error, "control connection failed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(stream: UnixStream, engine: &Engine) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<ControlRequest>(&line) {
+        Err(error) => ControlResponse::Error {
+            message: format!("invalid request: {error}"),
+        },
+        Ok(ControlRequest::Status) => ControlResponse::Status {
+            services: engine.views(),
+        },
+        Ok(ControlRequest::Restart { service }) => match engine.restart(&service).await {
+            Ok(outcome) => ControlResponse::Restart { outcome },
+            Err(message) => ControlResponse::Error { message },
+        },
+    };
+    let mut text = serde_json::to_string(&response)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    Ok(())
+}
+
+/// Send a request to the running daemon. `Ok(None)` when no daemon listens on `path`.
+pub async fn request(
+    path: &Path,
+    request: &ControlRequest,
+    limit: Duration,
+) -> anyhow::Result<Option<ControlResponse>> {
+    let stream = match UnixStream::connect(path).await {
+        Ok(stream) => stream,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot reach the daemon at {}", path.display()))
+        }
+    };
+    let exchange = async {
+        let (read, mut write) = stream.into_split();
+        let mut text = serde_json::to_string(request)?;
+        text.push('\n');
+        write.write_all(text.as_bytes()).await?;
+        let mut line = String::new();
+        BufReader::new(read).read_line(&mut line).await?;
+        let response: ControlResponse = serde_json::from_str(&line)
+            .with_context(|| format!("invalid reply from the daemon: {line:?}"))?;
+        anyhow::Ok(response)
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(response) => response.map(Some),
+        Err(_) => anyhow::bail!(
+            "the daemon did not answer within {}",
+            humantime::format_duration(limit)
+        ),
+    }
+}

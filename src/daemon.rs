@@ -1,0 +1,118 @@
+//! `selfheal run`: the daemon's startup and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::control;
+use crate::engine::{AlertSender, Engine, MANAGER_CALL_TIMEOUT};
+use crate::manager::Managers;
+use crate::store::Store;
+
+/// Time allowed for queued alerts to go out at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let source = config
+        .path
+        .as_ref()
+        .map_or("none (detected presets)".to_string(), |p| {
+            p.display().to_string()
+        });
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %source,
+        mode = %config.mode,
+        interval = %humantime::format_duration(config.interval),
+        manager = managers.backend_name(),
+        services = %config.service_names().join(", "),
+        "selfheal starting"
+    );
+    if !config.alerts.has_channel() {
+        tracing::warn!(
+            "no alert channel configured: failures that cannot be healed are only logged; \
+             set [alerts] to, from and a [[alerts.relay]] in the config"
+        );
+    }
+    if config.services.is_empty() {
+        tracing::warn!(
+            "no services to watch; enable some under [services] or run `selfheal detect`"
+        );
+    }
+
+    let store = Arc::new(Store::open(&config.state_db())?);
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let (alerts, alert_task) = AlertSender::start(config.alerts.clone(), store.clone(), host);
+    let managers = Arc::new(managers);
+    let engine = Arc::new(Engine::start(config.clone(), managers, store, alerts).await?);
+
+    let listener = control::bind(&config.control_socket)?;
+    tracing::info!(socket = %config.control_socket.display(), "control socket listening");
+    let control_task = tokio::spawn(control::serve(listener, engine.clone()));
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+
+    // When systemd's WatchdogSec is set, ping at half its period while the checks go on. A
+    // check may legitimately wait for a long restart, so "going on" allows two intervals plus
+    // the longest restart timeout.
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let ping_every = Duration::from_micros(watchdog_usec.max(2_000_000) / 2);
+    let stall_limit = config.interval * 2
+        + config
+            .services
+            .iter()
+            .map(|s| s.restart_timeout + s.recovery.verify_timeout)
+            .max()
+            .unwrap_or_default()
+        + MANAGER_CALL_TIMEOUT;
+    let mut ticker = tokio::time::interval(ping_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let cause = loop {
+        tokio::select! {
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+            _ = ticker.tick(), if watchdog => {
+                let stalled = engine.since_last_check();
+                if stalled < stall_limit {
+                    notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(
+                        stalled = %humantime::format_duration(stalled),
+                        "no check finished for too long; not pinging the systemd watchdog"
+                    );
+                }
+            }
+        }
+    };
+
+    tracing::info!(cause, "selfheal stopping");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    control_task.abort();
+    engine.shutdown();
+    drop(engine);
+    if tokio::time::timeout(SHUTDOWN_GRACE, alert_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = %humantime::format_duration(SHUTDOWN_GRACE),
+            "alerts still being sent at shutdown were abandoned; they stay stored as pending"
+        );
+    }
+    let _ = std::fs::remove_file(&config.control_socket);
+    Ok(())
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(false, state) {
+        tracing::debug!(%error, "cannot notify systemd");
+    }
+}

@@ -1,0 +1,412 @@
+//! The task of one service: observe, feed the policy, carry out its commands, record events.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::events::record;
+use super::notify::{AlertJob, AlertSender};
+use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
+use crate::config::ServiceConfig;
+use crate::manager::{Managers, Target};
+use crate::policy::{Command, Decision, Input, Observation, Phase, ServicePolicy};
+use crate::probe;
+use crate::store::{unix_ms, ServiceStateRow, Store};
+
+/// Read the unit's state and run every probe, concurrently, each under its own timeout.
+pub async fn observe(managers: &Managers, target: &Target, service: &ServiceConfig) -> Observation {
+    let status = async {
+        match timeout(MANAGER_CALL_TIMEOUT, managers.status(target)).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "status call timed out after {}",
+                humantime::format_duration(MANAGER_CALL_TIMEOUT)
+            )),
+        }
+    };
+    let probes = probe::run_all(&service.probes, service.probe_timeout);
+    let (unit, probes) = tokio::join!(status, probes);
+    Observation { unit, probes }
+}
+
+pub struct ServiceRunner {
+    service: ServiceConfig,
+    target: Target,
+    policy: ServicePolicy,
+    managers: Arc<Managers>,
+    store: Arc<Store>,
+    alerts: AlertSender,
+    journal_lines: usize,
+    view: Arc<Mutex<ServiceView>>,
+    /// Id of the open incident in the store.
+    incident: Option<i64>,
+    last: Option<Observation>,
+    /// Admin waiting for the outcome of a manual restart.
+    waiting_admin: Option<oneshot::Sender<RestartOutcome>>,
+}
+
+impl ServiceRunner {
+    pub fn new(
+        service: ServiceConfig,
+        target: Target,
+        policy: ServicePolicy,
+        managers: Arc<Managers>,
+        store: Arc<Store>,
+        alerts: AlertSender,
+        journal_lines: usize,
+    ) -> anyhow::Result<Self> {
+        let open = store.open_incident_for(&service.name)?;
+        let view = ServiceView {
+            service: service.name.clone(),
+            unit: target.label(),
+            mode: service.mode.to_string(),
+            critical: service.critical,
+            state: policy.phase().label().to_string(),
+            since_ms: unix_ms(SystemTime::now()),
+            checked_ms: None,
+            checks: 0,
+            last_probe: None,
+            last_action: None,
+            last_action_ms: None,
+            verdict: open.as_ref().and_then(|row| row.verdict.clone()),
+            reason: open.as_ref().and_then(|row| row.reason.clone()),
+            incident: open.as_ref().map(|row| row.id),
+        };
+        Ok(ServiceRunner {
+            incident: open.map(|row| row.id),
+            service,
+            target,
+            policy,
+            managers,
+            store,
+            alerts,
+            journal_lines,
+            view: Arc::new(Mutex::new(view)),
+            last: None,
+            waiting_admin: None,
+        })
+    }
+
+    pub fn view(&self) -> Arc<Mutex<ServiceView>> {
+        self.view.clone()
+    }
+
+    pub fn phase(&self) -> &Phase {
+        self.policy.phase()
+    }
+
+    /// Check every `interval`, earlier when the policy asks for it or systemd reports a change.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        interval: Duration,
+        heartbeat: Arc<Mutex<Instant>>,
+    ) {
+        let mut next_regular = Instant::now();
+        let mut next_wanted: Option<Instant> = None;
+        loop {
+            let due = next_wanted.map_or(next_regular, |t| t.min(next_regular));
+            tokio::select! {
+                _ = sleep_until(due) => {}
+                request = requests.recv() => match request {
+                    None => return,
+                    Some(Request::Wake) => {
+                        // Several changes arrive at once (deactivating, failed): one check.
+                        while let Ok(Request::Wake) = requests.try_recv() {}
+                        tracing::debug!(service = %self.service.name, "unit changed, checking now");
+                    }
+                    Some(Request::Restart(reply)) => {
+                        next_wanted = self.manual_restart(reply).await;
+                        continue;
+                    }
+                },
+            }
+            next_wanted = self.check().await;
+            // The next regular check counts from now, so a stalled or suspended clock never
+            // causes a burst of catch-up checks.
+            next_regular = Instant::now() + interval;
+            *heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
+
+    /// One check: observe, decide, act. Returns when the policy wants the next check.
+    pub async fn check(&mut self) -> Option<Instant> {
+        let observation = observe(&self.managers, &self.target, &self.service).await;
+        tracing::debug!(
+            service = %self.service.name,
+            unit = %observation.unit_state(),
+            probe = %observation.probe_summary(),
+            "checked"
+        );
+        self.last = Some(observation.clone());
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).checks += 1;
+        let decision = self
+            .policy
+            .step(Input::Checked(observation), Instant::now());
+        self.apply(decision).await
+    }
+
+    /// A restart requested by an admin, through the same path as an automatic one.
+    pub async fn manual_restart(
+        &mut self,
+        reply: oneshot::Sender<RestartOutcome>,
+    ) -> Option<Instant> {
+        tracing::info!(service = %self.service.name, "manual restart requested");
+        self.waiting_admin = Some(reply);
+        let decision = self.policy.step(Input::RestartRequested, Instant::now());
+        let next = self.apply(decision).await;
+        self.answer_admin();
+        next
+    }
+
+    /// Carry out a decision and everything that follows from it (a restart feeds its result
+    /// back into the policy). Returns the earliest check the policy asked for.
+    async fn apply(&mut self, mut decision: Decision) -> Option<Instant> {
+        loop {
+            for event in &decision.events {
+                self.incident = record(
+                    &self.store,
+                    &self.service.name,
+                    &self.target.label(),
+                    self.incident,
+                    event,
+                );
+            }
+            let mut restart = false;
+            for command in &decision.commands {
+                match command {
+                    Command::Restart => restart = true,
+                    Command::Alert { verdict, reason } => self.queue_alert(*verdict, reason).await,
+                }
+            }
+            self.update_view(&decision);
+            if !restart {
+                self.answer_admin();
+                return decision.next_check;
+            }
+            let manual = matches!(self.policy.phase(), Phase::Restarting { manual: true });
+            if let Err(error) =
+                self.store
+                    .record_restart(&self.service.name, SystemTime::now(), manual)
+            {
+                tracing::error!(service = %self.service.name, %error, "cannot store restart");
+            }
+            let result = self
+                .managers
+                .restart(&self.target, self.service.restart_timeout)
+                .await;
+            decision = self
+                .policy
+                .step(Input::RestartFinished(result), Instant::now());
+        }
+    }
+
+    async fn queue_alert(&mut self, verdict: crate::policy::Verdict, reason: &str) {
+        let journal = self
+            .managers
+            .journal_tail(&self.target, self.journal_lines)
+            .await;
+        let (seen, last_probe) = match &self.last {
+            Some(observation) => (
+                format!(
+                    "unit {}\n{}",
+                    observation.unit_state(),
+                    observation.probe_summary()
+                ),
+                observation.probe_summary(),
+            ),
+            None => ("not checked yet".to_string(), String::new()),
+        };
+        let job = AlertJob {
+            incident: self.incident,
+            service: self.service.clone(),
+            unit: self.target.label(),
+            verdict,
+            reason: reason.to_string(),
+            seen,
+            last_probe,
+            journal,
+        };
+        self.alerts.queue(job).await;
+    }
+
+    /// Once the policy has left restarting and verifying, tell a waiting admin how it went.
+    fn answer_admin(&mut self) {
+        if matches!(
+            self.policy.phase(),
+            Phase::Restarting { .. } | Phase::Verifying { .. }
+        ) {
+            return;
+        }
+        let Some(reply) = self.waiting_admin.take() else {
+            return;
+        };
+        let phase = self.policy.phase();
+        let healthy = *phase == Phase::Healthy;
+        let message = match phase {
+            Phase::Healthy => format!("{} restarted and verified healthy", self.service.name),
+            Phase::NeedsAttention { verdict, reason } => {
+                format!("{}: {verdict}: {reason}", self.service.name)
+            }
+            other => format!("{}: {}", self.service.name, other.label()),
+        };
+        let _ = reply.send(RestartOutcome {
+            service: self.service.name.clone(),
+            healthy,
+            state: phase.label().to_string(),
+            message,
+        });
+    }
+
+    fn update_view(&mut self, decision: &Decision) {
+        let now = unix_ms(SystemTime::now());
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.policy.phase().label().to_string();
+        if view.state != state {
+            view.state = state;
+            view.since_ms = now;
+        }
+        view.checked_ms = Some(now);
+        view.incident = self.incident;
+        if let Some(observation) = &self.last {
+            view.last_probe = Some(observation.probe_summary());
+        }
+        match self.policy.phase() {
+            Phase::NeedsAttention { verdict, reason } => {
+                view.verdict = Some(verdict.to_string());
+                view.reason = Some(reason.clone());
+            }
+            _ => {
+                view.verdict = None;
+                view.reason = None;
+            }
+        }
+        if let Some(action) = decision
+            .events
+            .iter()
+            .rev()
+            .find_map(super::events::action_text)
+        {
+            view.last_action = Some(action);
+            view.last_action_ms = Some(now);
+        }
+        let row = ServiceStateRow {
+            service: view.service.clone(),
+            state: view.state.clone(),
+            since_ms: view.since_ms,
+            checked_ms: view.checked_ms,
+            last_probe: view.last_probe.clone(),
+            last_action: view.last_action.clone(),
+            last_action_ms: view.last_action_ms,
+        };
+        drop(view);
+        if let Err(error) = self.store.save_service_state(&row) {
+            tracing::error!(service = %self.service.name, %error, "cannot store service state");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::manager::CommandSpec;
+    use crate::policy::Recovery;
+
+    /// A service managed by commands whose pidfile names this test process: always running,
+    /// no probe, so each check is one pidfile read.
+    fn runner(dir: &std::path::Path) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
+        let pidfile = dir.join("service.pid");
+        std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+        let service = ServiceConfig {
+            name: "filter".into(),
+            preset: None,
+            mode: Mode::Heal,
+            critical: false,
+            units: vec![],
+            commands: Some(CommandSpec {
+                start: Some(vec!["/bin/true".into()]),
+                stop: None,
+                restart: None,
+                pidfile: Some(pidfile),
+                process: None,
+            }),
+            probes: vec![],
+            probe_timeout: Duration::from_secs(5),
+            restart_timeout: Duration::from_secs(30),
+            recovery: Recovery::default(),
+        };
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let (alerts, alert_task) =
+            AlertSender::start(Default::default(), store.clone(), "test".into());
+        let policy = ServicePolicy::new(Mode::Heal, false, Recovery::default());
+        let target = Target::Commands(service.commands.clone().unwrap());
+        let managers = Arc::new(Managers::without_bus(Duration::from_secs(5)));
+        let runner =
+            ServiceRunner::new(service, target, policy, managers, store, alerts, 10).unwrap();
+        (runner, alert_task)
+    }
+
+    fn checks(view: &Arc<Mutex<ServiceView>>) -> u64 {
+        view.lock().unwrap().checks
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runner, _alerts) = runner(dir.path());
+        let view = runner.view();
+        let (_requests, rx) = mpsc::channel(4);
+        let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        tokio::spawn(runner.run(rx, Duration::from_secs(30), heartbeat));
+
+        // One check at start, then one every 30 s: 21 in ten minutes and a bit.
+        for _ in 0..615 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(checks(&view), 21);
+        assert_eq!(view.lock().unwrap().state, "healthy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_stall_causes_no_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runner, _alerts) = runner(dir.path());
+        let view = runner.view();
+        let (_requests, rx) = mpsc::channel(4);
+        let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        tokio::spawn(runner.run(rx, Duration::from_secs(30), heartbeat));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(checks(&view), 1);
+
+        // The clock jumps an hour at once (a suspended VM, a stalled host): one check follows,
+        // not the 120 that were "missed".
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(checks(&view), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wake_checks_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runner, _alerts) = runner(dir.path());
+        let view = runner.view();
+        let (requests, rx) = mpsc::channel(4);
+        let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        tokio::spawn(runner.run(rx, Duration::from_secs(30), heartbeat));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(checks(&view), 1);
+
+        // Three change signals in a burst lead to one check, long before the next tick.
+        for _ in 0..3 {
+            requests.send(Request::Wake).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(checks(&view), 2);
+    }
+}

@@ -1,0 +1,459 @@
+//! The heal loop end to end: selfheal runs inside a contained systemd that manages Postfix and
+//! Dovecot from Debian's packages; alerts go to a real SMTP server on the rig's loopback.
+//!
+//! These tests need root, overlayfs and cgroup2 (see rig/). They fail, never skip, without them.
+
+mod support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use support::rig::Rig;
+
+const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
+const SINK: &str = "127.0.0.1:2525";
+
+/// A rig running Postfix, Dovecot and the SMTP sink, with selfheal's config written.
+struct Stack {
+    rig: Rig,
+    config: String,
+}
+
+impl Stack {
+    fn boot(name: &str, extra: &str) -> Stack {
+        let rig = Rig::boot(name);
+        rig.start_units(&["dbus.socket", "postfix@-.service", "dovecot.service"]);
+        rig.start_smtp_sink(SINK);
+        let state = rig.dir().join("selfheal-state");
+        let config = rig.dir().join("selfheal.toml").display().to_string();
+        let text = format!(
+            r#"interval = "10s"
+state_dir = "{state}"
+verify_after = "1s"
+verify_timeout = "10s"
+retry_interval = "1s"
+{extra}
+
+[alerts]
+from = "selfheal@rig.test"
+to = ["admin@rig.test"]
+sendmail = false
+
+[[alerts.relay]]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+timeout = "10s"
+
+[services.postfix]
+[services.dovecot]
+"#,
+            state = state.display()
+        );
+        std::fs::write(&config, text).expect("write selfheal config");
+        Stack { rig, config }
+    }
+
+    fn start_selfheal(&self) {
+        self.rig
+            .run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &self.config]);
+        self.rig.wait_until(
+            "selfheal sees both services healthy",
+            Duration::from_secs(30),
+            || {
+                let status = self.selfheal(&["status"]);
+                let text = String::from_utf8_lossy(&status.stdout);
+                text.lines().filter(|l| l.contains(" healthy ")).count() == 2
+            },
+        );
+    }
+
+    /// Kill selfheal itself with SIGKILL, as a crash would.
+    fn kill_selfheal(&self) {
+        self.rig.exec(&[
+            "systemctl",
+            "kill",
+            "--signal=KILL",
+            "selfheal-test.service",
+        ]);
+        self.rig
+            .wait_until("selfheal is gone", Duration::from_secs(10), || {
+                self.rig
+                    .unit_property("selfheal-test.service", "ActiveState")
+                    != "active"
+            });
+    }
+
+    fn selfheal(&self, args: &[&str]) -> Output {
+        let mut argv = vec![SELFHEAL, "-c", &self.config];
+        argv.extend_from_slice(args);
+        self.rig.exec(&argv)
+    }
+
+    fn selfheal_json(&self, args: &[&str]) -> serde_json::Value {
+        let output = self.selfheal(args);
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "selfheal {args:?} printed no JSON ({error}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
+    fn postfix_master(&self) -> Option<u32> {
+        let out = self
+            .rig
+            .sh("cat /var/spool/postfix/pid/master.pid 2>/dev/null");
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    fn smtp_answers(&self) -> bool {
+        self.rig
+            .banner(25)
+            .is_some_and(|line| line.starts_with("220"))
+    }
+
+    /// Kill the Postfix master with SIGKILL and return when that happened.
+    fn kill_postfix(&self) -> (u32, Instant) {
+        let master = self.postfix_master().expect("postfix master pid");
+        self.rig.kill(master, "KILL");
+        (master, Instant::now())
+    }
+
+    fn break_main_cf(&self) {
+        self.rig
+            .sh("echo 'this line is not a parameter' >> /etc/postfix/main.cf");
+    }
+
+    fn fix_main_cf(&self) {
+        self.rig
+            .sh("sed -i '/this line is not a parameter/d' /etc/postfix/main.cf");
+    }
+
+    fn incidents(&self) -> Vec<serde_json::Value> {
+        self.selfheal_json(&["incidents", "--json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Messages the SMTP sink received whose subject names `service`.
+    fn alerts_for(&self, service: &str) -> Vec<String> {
+        self.rig
+            .received_mail()
+            .into_iter()
+            .filter(|m| m.contains(&format!(": {service} ")))
+            .collect()
+    }
+
+    /// Number of restarts selfheal issued for a service, from its incident history.
+    fn restarts_of(&self, service: &str) -> usize {
+        self.incidents()
+            .iter()
+            .filter(|i| i["incident"]["service"] == service)
+            .flat_map(|i| i["events"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["kind"] == "restart_issued")
+            .count()
+    }
+}
+
+fn incident_of<'a>(incidents: &'a [serde_json::Value], service: &str) -> &'a serde_json::Value {
+    incidents
+        .iter()
+        .find(|i| i["incident"]["service"] == service)
+        .unwrap_or_else(|| panic!("no incident for {service}: {incidents:?}"))
+}
+
+#[test]
+fn killed_postfix_is_healed_without_alert() {
+    let stack = Stack::boot("heal-postfix", "max_restarts = 10");
+    stack.start_selfheal();
+
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let (old, killed) = stack.kill_postfix();
+        stack.rig.wait_until(
+            "postfix answers again on 25",
+            Duration::from_secs(30),
+            || stack.postfix_master().is_some_and(|pid| pid != old) && stack.smtp_answers(),
+        );
+        took.push(killed.elapsed());
+        // Outside the verify window, so the next kill is a new crash, not a crash loop.
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    took.sort();
+    println!(
+        "kill -9 of the postfix master to port 25 answering: median {:.2} s, all {:?}",
+        took[took.len() / 2].as_secs_f64(),
+        took
+    );
+    // The interval is 10 s: recovery must come from the crash signal, not the next poll.
+    assert!(took[took.len() / 2] < Duration::from_secs(10), "{took:?}");
+
+    let incidents = stack.incidents();
+    let postfix: Vec<_> = incidents
+        .iter()
+        .filter(|i| i["incident"]["service"] == "postfix")
+        .collect();
+    assert_eq!(postfix.len(), 5, "{incidents:?}");
+    for incident in postfix {
+        assert_eq!(incident["incident"]["verdict"], "healed", "{incident}");
+        assert!(incident["incident"]["closed_ms"].is_i64(), "{incident}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        stack.rig.received_mail().is_empty(),
+        "a healed crash sent mail"
+    );
+}
+
+#[test]
+fn broken_main_cf_alerts_once() {
+    let stack = Stack::boot("broken-postfix", "");
+    stack.start_selfheal();
+    stack.break_main_cf();
+    stack.kill_postfix();
+
+    stack
+        .rig
+        .wait_until("one alert for postfix", Duration::from_secs(60), || {
+            !stack.alerts_for("postfix").is_empty()
+        });
+    // Two more intervals: no second alert, no further restart.
+    std::thread::sleep(Duration::from_secs(22));
+    let alerts = stack.alerts_for("postfix");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let mail = &alerts[0];
+    assert!(mail.contains("postfix restart failed"), "{mail}");
+    assert!(mail.contains("Auto-Submitted: auto-generated"), "{mail}");
+    assert!(mail.contains("postfix@-.service"), "{mail}");
+    assert_eq!(stack.restarts_of("postfix"), 1);
+    assert!(!stack.smtp_answers());
+
+    let incidents = stack.incidents();
+    let incident = incident_of(&incidents, "postfix");
+    assert_eq!(incident["incident"]["verdict"], "restart failed");
+    assert_eq!(incident["incident"]["alert_status"], "sent");
+    assert!(incident["incident"]["closed_ms"].is_null());
+
+    let status = stack.selfheal(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("needs attention"), "{text}");
+}
+
+#[test]
+fn watch_mode_alerts_without_restart() {
+    let stack = Stack::boot("watch-postfix", "mode = \"watch\"");
+    stack.start_selfheal();
+    stack.kill_postfix();
+
+    stack
+        .rig
+        .wait_until("an alert for postfix", Duration::from_secs(60), || {
+            !stack.alerts_for("postfix").is_empty()
+        });
+    std::thread::sleep(Duration::from_secs(22));
+    let alerts = stack.alerts_for("postfix");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("postfix down"), "{}", alerts[0]);
+    assert_eq!(stack.restarts_of("postfix"), 0);
+    assert!(!stack.smtp_answers(), "watch mode restarted postfix");
+    assert_eq!(
+        stack.rig.unit_property("postfix@-.service", "ActiveState"),
+        "failed"
+    );
+}
+
+#[test]
+fn crash_loop_stops_restarting() {
+    let stack = Stack::boot("crash-loop", "max_restarts = 2");
+    stack.start_selfheal();
+
+    // Killed again each time it is back, but outside the verify window: the budget decides.
+    for round in 0..2 {
+        let (old, _) = stack.kill_postfix();
+        stack.rig.wait_until(
+            &format!("postfix back, round {round}"),
+            Duration::from_secs(30),
+            || stack.postfix_master().is_some_and(|pid| pid != old) && stack.smtp_answers(),
+        );
+        std::thread::sleep(Duration::from_secs(11));
+    }
+    stack.kill_postfix();
+    stack
+        .rig
+        .wait_until("a crash loop alert", Duration::from_secs(60), || {
+            !stack.alerts_for("postfix").is_empty()
+        });
+    std::thread::sleep(Duration::from_secs(22));
+    let alerts = stack.alerts_for("postfix");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("postfix crash loop"), "{}", alerts[0]);
+    assert_eq!(stack.restarts_of("postfix"), 2);
+    assert!(
+        !stack.smtp_answers(),
+        "restarted after the budget was used up"
+    );
+}
+
+#[test]
+fn start_limit_hit_unit_is_reset_and_restarted() {
+    let stack = Stack::boot("start-limit", "");
+    // Make dovecot fail to start until systemd's start rate limit refuses it.
+    stack
+        .rig
+        .sh("cp /etc/dovecot/dovecot.conf /root/dovecot.conf.good && echo 'broken {' >> /etc/dovecot/dovecot.conf");
+    for _ in 0..8 {
+        stack.rig.exec(&["systemctl", "restart", "dovecot.service"]);
+    }
+    let refused = stack.rig.exec(&["systemctl", "start", "dovecot.service"]);
+    let journal = stack.rig.journal("dovecot.service");
+    assert!(
+        !refused.status.success() && journal.contains("Start request repeated too quickly"),
+        "dovecot did not hit its start limit: {journal}"
+    );
+    stack
+        .rig
+        .sh("cp /root/dovecot.conf.good /etc/dovecot/dovecot.conf");
+
+    stack
+        .rig
+        .run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &stack.config]);
+    stack.rig.wait_until(
+        "dovecot answers on 143 again",
+        Duration::from_secs(60),
+        || stack.rig.banner(143).is_some_and(|l| l.starts_with("* OK")),
+    );
+    stack.rig.wait_until(
+        "the incident closes as healed",
+        Duration::from_secs(30),
+        || {
+            stack.incidents().iter().any(|i| {
+                i["incident"]["service"] == "dovecot" && i["incident"]["verdict"] == "healed"
+            })
+        },
+    );
+    let incidents = stack.incidents();
+    let events = incident_of(&incidents, "dovecot")["events"].to_string();
+    assert!(events.contains("reset-failed"), "{events}");
+    assert!(stack.alerts_for("dovecot").is_empty());
+}
+
+#[test]
+fn restarted_selfheal_keeps_incident() {
+    let stack = Stack::boot("keeps-state", "");
+    stack.start_selfheal();
+    stack.break_main_cf();
+    stack.kill_postfix();
+    stack
+        .rig
+        .wait_until("the postfix alert", Duration::from_secs(60), || {
+            !stack.alerts_for("postfix").is_empty()
+        });
+    let before = incident_of(&stack.incidents(), "postfix")["incident"]["id"].clone();
+
+    stack.kill_selfheal();
+    stack
+        .rig
+        .run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &stack.config]);
+    std::thread::sleep(Duration::from_secs(22));
+
+    // Same open incident, no second alert, no new restart.
+    let open = stack.selfheal_json(&["incidents", "--open", "--json"]);
+    let open = open.as_array().cloned().unwrap_or_default();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["incident"]["id"], before);
+    assert_eq!(stack.alerts_for("postfix").len(), 1);
+    assert_eq!(stack.restarts_of("postfix"), 1);
+    let status = stack.selfheal(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("needs attention"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    // The admin fixes main.cf and restarts through the daemon: verified, incident closed.
+    stack.fix_main_cf();
+    let restart = stack.selfheal(&["restart", "postfix"]);
+    assert!(
+        restart.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&restart.stdout),
+        String::from_utf8_lossy(&restart.stderr)
+    );
+    assert!(stack.smtp_answers());
+    let incidents = stack.incidents();
+    let incident = incident_of(&incidents, "postfix");
+    assert!(incident["incident"]["closed_ms"].is_i64(), "{incident}");
+    assert_eq!(incident["incident"]["resolution"], "healed");
+    assert_eq!(stack.alerts_for("postfix").len(), 1);
+}
+
+#[test]
+fn check_command_reports_down_service() {
+    let stack = Stack::boot("check-cmd", "");
+    let healthy = stack.selfheal(&["check"]);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+
+    stack.rig.exec(&["systemctl", "stop", "dovecot.service"]);
+    let down = stack.selfheal(&["check", "--json"]);
+    assert_eq!(down.status.code(), Some(1));
+    let rows: serde_json::Value = serde_json::from_slice(&down.stdout).expect("check --json");
+    let dovecot = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["service"] == "dovecot"))
+        .expect("dovecot row");
+    assert_eq!(dovecot["state"], "down");
+    // check never restarts anything.
+    assert_eq!(
+        stack.rig.unit_property("dovecot.service", "ActiveState"),
+        "inactive"
+    );
+
+    let unknown = stack.selfheal(&["check", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        text.contains("unknown service \"nosuch\"") && text.contains("postfix, dovecot"),
+        "{text}"
+    );
+}
+
+#[test]
+fn detect_finds_installed_presets() {
+    let rig = Rig::boot("detect");
+    rig.start_units(&["dbus.socket"]);
+    let output = rig.exec(&[SELFHEAL, "detect"]);
+    let config = String::from_utf8_lossy(&output.stdout).to_string();
+    for service in [
+        "postfix", "dovecot", "opendkim", "mariadb", "unbound", "fail2ban",
+    ] {
+        assert!(
+            config.contains(&format!("[services.{service}]")),
+            "{service} missing from: {config}"
+        );
+    }
+    // Apache is not installed on the rig.
+    assert!(!config.contains("\n[services.apache]"), "{config}");
+    let path = rig.dir().join("detected.toml");
+    std::fs::write(&path, &config).expect("write detected config");
+    let check = rig.exec(&[
+        SELFHEAL,
+        "config",
+        "check",
+        "-c",
+        &path.display().to_string(),
+    ]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

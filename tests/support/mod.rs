@@ -1,0 +1,3 @@
+//! Helpers shared by the integration tests. Each test binary includes them with `mod support;`.
+
+pub mod rig;
