@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::engine::{Engine, RestartOutcome, ServiceView};
 
-/// Longest request line accepted, in bytes.
+/// Maximum length of a request line, in bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Answer requests until the task is aborted.
+/// Serves requests until the task is aborted.
 pub async fn serve(listener: UnixListener, engine: Arc<Engine>) {
     loop {
         match listener.accept().await {
@@ -135,7 +135,7 @@ pub async fn request(
     match tokio::time::timeout(limit, exchange).await {
         Ok(response) => response.map(Some),
         Err(_) => anyhow::bail!(
-            "the daemon did not answer within {}",
+            "the daemon did not respond within {}",
             humantime::format_duration(limit)
         ),
     }

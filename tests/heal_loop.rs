@@ -1,7 +1,7 @@
-//! The heal loop end to end: selfheal runs inside a contained systemd that manages Postfix and
-//! Dovecot from Debian's packages; alerts go to a real SMTP server on the rig's loopback.
+//! The heal loop end to end. selfheal runs inside a contained systemd that manages Postfix and
+//! Dovecot from Debian's packages, and its alerts go to a real SMTP server on the rig's loopback.
 //!
-//! These tests need root, overlayfs and cgroup2 (see rig/). They fail, never skip, without them.
+//! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
 mod support;
 
@@ -456,4 +456,65 @@ fn detect_finds_installed_presets() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+#[test]
+fn restart_without_daemon_verifies() {
+    let stack = Stack::boot("restart-direct", "");
+    stack.rig.exec(&["systemctl", "stop", "dovecot.service"]);
+
+    let restart = stack.selfheal(&["restart", "dovecot"]);
+    let stdout = String::from_utf8_lossy(&restart.stdout);
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(restart.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("daemon not running"), "{stderr}");
+    assert!(
+        stdout.contains("dovecot restarted and verified healthy"),
+        "{stdout}"
+    );
+    assert!(stack
+        .rig
+        .banner(143)
+        .is_some_and(|line| line.starts_with("* OK")));
+
+    // Without the daemon, status reads the last state the restart stored.
+    let status = stack.selfheal(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    let dovecot = text
+        .lines()
+        .find(|l| l.starts_with("dovecot"))
+        .unwrap_or_else(|| panic!("no dovecot row: {text}"));
+    assert!(dovecot.contains("healthy"), "{text}");
+    assert!(
+        dovecot.contains("manual restart verified healthy"),
+        "{text}"
+    );
+
+    let unknown = stack.selfheal(&["restart", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn runs_without_config_file() {
+    let rig = Rig::boot("no-config");
+    rig.start_units(&["dbus.socket", "postfix@-.service", "dovecot.service"]);
+    assert!(!rig
+        .sh("test -e /etc/selfheal/selfheal.toml")
+        .status
+        .success());
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run"]);
+
+    rig.wait_until("selfheal serves status", Duration::from_secs(30), || {
+        String::from_utf8_lossy(&rig.exec(&[SELFHEAL, "status"]).stdout).contains("postfix")
+    });
+    let journal = rig.journal("selfheal-test.service");
+    assert!(journal.contains("no config file"), "{journal}");
+    assert!(journal.contains("no alert channel configured"), "{journal}");
+    let status = String::from_utf8_lossy(&rig.exec(&[SELFHEAL, "status"]).stdout).to_string();
+    for service in ["postfix", "dovecot", "opendkim", "unbound"] {
+        assert!(
+            status.lines().any(|l| l.starts_with(service)),
+            "{service} not watched: {status}"
+        );
+    }
 }

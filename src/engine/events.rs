@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use crate::policy::{format_secs, Event};
 use crate::store::Store;
 
-/// The event's stored kind and its text.
+/// Returns the event's stored kind and its text.
 fn describe(event: &Event) -> (&'static str, String) {
     match event {
         Event::ProbeRetry {
@@ -98,9 +98,6 @@ pub fn record(
         Event::IncidentOpened { .. }
         | Event::NeedsAttention { .. }
         | Event::RestartError { .. } => tracing::warn!(service, unit, "{text}"),
-        Event::ProbeRetry { .. } | Event::ProbeRecovered { .. } => {
-            tracing::info!(service, unit, "{text}")
-        }
         _ => tracing::info!(service, unit, "{text}"),
     }
 

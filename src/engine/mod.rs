@@ -26,7 +26,7 @@ pub use runner::{observe, ServiceRunner};
 /// Bound on one status read from the service manager.
 pub const MANAGER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What `selfheal status` shows of one service.
+/// Status of one service, as `selfheal status` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceView {
     pub service: String,
@@ -60,7 +60,7 @@ pub struct RestartOutcome {
 pub enum Request {
     /// systemd reported a change of the unit: check now.
     Wake,
-    /// Restart on behalf of an admin and answer once verification has ended.
+    /// Restart on behalf of an admin and reply once verification has ended.
     Restart(oneshot::Sender<RestartOutcome>),
 }
 
@@ -128,7 +128,7 @@ impl Engine {
                 tasks.push(tokio::spawn(async move {
                     while let Some(unit) = changes.recv().await {
                         if let Some(tx) = unit_routes.get(&unit) {
-                            // A full queue already holds a wake-up.
+                            // A full queue already contains a wake-up.
                             let _ = tx.try_send(Request::Wake);
                         }
                     }
@@ -191,8 +191,8 @@ impl Engine {
     }
 }
 
-/// The first candidate unit systemd knows, or the first candidate when none is installed (its
-/// checks then report "not-found").
+/// Picks the first candidate unit that systemd has loaded, or the first candidate when none is
+/// installed (its checks then report "not-found").
 pub async fn resolve_target(managers: &Managers, service: &ServiceConfig) -> Target {
     if let Some(commands) = &service.commands {
         return Target::Commands(commands.clone());

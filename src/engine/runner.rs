@@ -98,7 +98,8 @@ impl ServiceRunner {
         self.policy.phase()
     }
 
-    /// Check every `interval`, earlier when the policy asks for it or systemd reports a change.
+    /// Checks every `interval`, and earlier when the policy requests it or systemd signals a
+    /// unit change.
     pub async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
@@ -106,9 +107,9 @@ impl ServiceRunner {
         heartbeat: Arc<Mutex<Instant>>,
     ) {
         let mut next_regular = Instant::now();
-        let mut next_wanted: Option<Instant> = None;
+        let mut next_requested: Option<Instant> = None;
         loop {
-            let due = next_wanted.map_or(next_regular, |t| t.min(next_regular));
+            let due = next_requested.map_or(next_regular, |t| t.min(next_regular));
             tokio::select! {
                 _ = sleep_until(due) => {}
                 request = requests.recv() => match request {
@@ -119,12 +120,12 @@ impl ServiceRunner {
                         tracing::debug!(service = %self.service.name, "unit changed, checking now");
                     }
                     Some(Request::Restart(reply)) => {
-                        next_wanted = self.manual_restart(reply).await;
+                        next_requested = self.manual_restart(reply).await;
                         continue;
                     }
                 },
             }
-            next_wanted = self.check().await;
+            next_requested = self.check().await;
             // The next regular check counts from now, so a stalled or suspended clock never
             // causes a burst of catch-up checks.
             next_regular = Instant::now() + interval;
@@ -132,7 +133,7 @@ impl ServiceRunner {
         }
     }
 
-    /// One check: observe, decide, act. Returns when the policy wants the next check.
+    /// Observes, decides and acts once. Returns the time of the next check the policy requests.
     pub async fn check(&mut self) -> Option<Instant> {
         let observation = observe(&self.managers, &self.target, &self.service).await;
         tracing::debug!(
@@ -149,7 +150,7 @@ impl ServiceRunner {
         self.apply(decision).await
     }
 
-    /// A restart requested by an admin, through the same path as an automatic one.
+    /// Restarts on behalf of an admin, through the same path as an automatic restart.
     pub async fn manual_restart(
         &mut self,
         reply: oneshot::Sender<RestartOutcome>,
@@ -316,8 +317,8 @@ mod tests {
     use crate::manager::CommandSpec;
     use crate::policy::Recovery;
 
-    /// A service managed by commands whose pidfile names this test process: always running,
-    /// no probe, so each check is one pidfile read.
+    /// Builds a runner for a service managed by commands whose pidfile names this test process.
+    /// It is always running and has no probe, so each check is one pidfile read.
     fn runner(dir: &std::path::Path) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
         let pidfile = dir.join("service.pid");
         std::fs::write(&pidfile, std::process::id().to_string()).unwrap();

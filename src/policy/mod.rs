@@ -1,9 +1,9 @@
 //! The recovery policy: a pure state machine per service.
 //!
 //! Observations (unit state and probe results), restart outcomes and manual requests go in,
-//! together with the monotonic time they were taken at; commands (restart, alert), events (for
-//! the log, the store and the dashboard) and the time of the next wanted check come out. Nothing
-//! here touches the outside world or reads a clock, so every rule is tested on paused time.
+//! each with the monotonic time it was taken at. Commands (restart, alert), events (for the log,
+//! the store and the status view) and the time of the next check come out. Nothing here touches
+//! the outside world or reads a clock, so every rule is tested on paused time.
 
 mod observation;
 #[cfg(test)]
@@ -52,8 +52,8 @@ impl Default for Recovery {
     }
 }
 
-/// How an incident ended or why it needs the admin. The text forms are stored in the state
-/// database and must keep their meaning across versions.
+/// Outcome of an incident, or the reason it needs the admin. The text forms are stored in the
+/// state database and must keep their meaning across versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -115,7 +115,7 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Where a service stands, as shown by `selfheal status`.
+/// Recovery state of a service, as shown by `selfheal status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Phase {
@@ -227,7 +227,7 @@ pub enum Event {
     ManualRestartVerified,
 }
 
-/// What goes into the policy.
+/// Input to the policy.
 #[derive(Debug, Clone)]
 pub enum Input {
     Checked(Observation),
@@ -236,7 +236,7 @@ pub enum Input {
     RestartRequested,
 }
 
-/// What comes out of one step.
+/// Output of one policy step.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     pub commands: Vec<Command>,
@@ -515,7 +515,7 @@ impl ServicePolicy {
         out.next_check = Some(now + self.recovery.retry_interval);
     }
 
-    /// The service counts as down: restart it in heal mode if the budget allows, else report.
+    /// Counts the service as down: restarts it in heal mode if the budget allows, else reports.
     fn go_down(&mut self, problem: String, now: Instant, out: &mut Decision) {
         self.open_incident(now, &problem, out);
         if self.mode == Mode::Watch {
@@ -622,7 +622,7 @@ impl ServicePolicy {
         self.restart(true, now, out);
     }
 
-    /// A service that systemd keeps restarting by itself is in a crash loop too, even though
+    /// Reports a crash loop when systemd keeps restarting the service by itself, even though
     /// each crash was healed.
     fn check_flapping(&mut self, now: Instant, out: &mut Decision) {
         let used = self.restarts_in_window(now);
@@ -677,17 +677,17 @@ impl ServicePolicy {
             verdict,
             reason: reason.clone(),
         };
-        let alert_wanted = match verdict {
+        let alert_needed = match verdict {
             Verdict::Down => self.critical,
             _ => true,
         };
-        if alert_wanted {
+        if alert_needed {
             self.alert_once(verdict, reason, now, out);
         }
     }
 
-    /// Alert at most once per incident; a crash loop at most once per restart window, so a
-    /// service that flaps between crash loop and healthy does not mail on every flap.
+    /// Alerts at most once per incident. A crash loop alerts at most once per restart window,
+    /// so a service that flaps between crash loop and healthy does not mail on every flap.
     fn alert_once(&mut self, verdict: Verdict, reason: String, now: Instant, out: &mut Decision) {
         let recent_crash_loop_alert = self
             .last_crash_loop_alert

@@ -155,7 +155,7 @@ async fn slow_starter_is_not_a_failure() {
     let mut policy = heal();
     after(&mut policy, 0, failed()).await;
     after(&mut policy, 1, restart_ok()).await;
-    // Active but not answering yet: keep re-checking within the verify window.
+    // Active but its probe still fails: keep re-checking within the verify window.
     for _ in 0..5 {
         let decision = after(&mut policy, 2, unresponsive()).await;
         assert!(decision.commands.is_empty(), "{decision:?}");
