@@ -518,3 +518,80 @@ fn runs_without_config_file() {
         );
     }
 }
+
+#[test]
+fn shipped_unit_notifies_and_pings_watchdog() {
+    let rig = Rig::boot("service-unit");
+    rig.start_units(&["dbus.socket", "postfix@-.service", "dovecot.service"]);
+
+    // The unit as shipped, with the binary copied where PrivateTmp cannot hide it and a short
+    // watchdog so that missing pings would show within the test.
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dist/selfheal.service"
+    ))
+    .expect("read dist/selfheal.service");
+    rig.write_file("/etc/systemd/system/selfheal.service", &unit);
+    rig.write_file(
+        "/etc/systemd/system/selfheal.service.d/test.conf",
+        "[Service]\nExecStart=\nExecStart=/var/lib/selfheal-test/selfheal run\nWatchdogSec=3s\n",
+    );
+    rig.write_file(
+        "/etc/selfheal/selfheal.toml",
+        "interval = \"5s\"\n[services.postfix]\n[services.dovecot]\n",
+    );
+    rig.exec_ok(&[
+        "install",
+        "-D",
+        "-m",
+        "755",
+        SELFHEAL,
+        "/var/lib/selfheal-test/selfheal",
+    ]);
+    rig.exec_ok(&["systemctl", "daemon-reload"]);
+
+    // Type=notify: the start job returns only once selfheal sent READY=1.
+    let started = Instant::now();
+    rig.exec_ok(&["systemctl", "start", "selfheal.service"]);
+    println!(
+        "selfheal.service ready after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        rig.unit_property("selfheal.service", "ActiveState"),
+        "active"
+    );
+
+    // Four watchdog periods later it still runs and was never restarted.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        rig.unit_property("selfheal.service", "ActiveState"),
+        "active"
+    );
+    assert_eq!(rig.unit_property("selfheal.service", "NRestarts"), "0");
+    let journal = rig.journal("selfheal.service");
+    assert!(!journal.contains("watchdog timeout"), "{journal}");
+
+    let pid = rig.unit_property("selfheal.service", "MainPID");
+    let status = rig.exec_ok(&["cat", &format!("/proc/{pid}/status")]);
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: unknown");
+    println!(
+        "selfheal idle with 2 services ({} build): {rss}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+
+    // SIGTERM stops it cleanly and removes its control socket.
+    rig.exec_ok(&["systemctl", "stop", "selfheal.service"]);
+    assert_eq!(rig.unit_property("selfheal.service", "Result"), "success");
+    assert!(!rig
+        .sh("test -e /run/selfheal/control.sock")
+        .status
+        .success());
+}
