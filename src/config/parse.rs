@@ -1429,7 +1429,7 @@ impl<'t> Checker<'t> {
                     endpoints += 1;
                     probe = self
                         .absolute_path(&entry)
-                        .map(|path| ProbeSpec::Unix { path });
+                        .map(|path| ProbeSpec::unix(path, "config"));
                 }
                 _ => {
                     unknown_keys += 1;
@@ -1467,9 +1467,7 @@ impl<'t> Checker<'t> {
     fn tcp_probe(&mut self, field: &Field<'_>) -> Option<ProbeSpec> {
         let address = self.string(field)?;
         match check_tcp_address(address) {
-            Ok(()) => Some(ProbeSpec::Tcp {
-                address: address.to_string(),
-            }),
+            Ok(()) => ProbeSpec::tcp(address, "config").ok(),
             Err(reason) => {
                 self.invalid(
                     field,
@@ -1760,9 +1758,7 @@ critical = true
         assert_eq!(postfix.units, ["postfix@-.service", "postfix.service"]);
         assert_eq!(
             postfix.probes,
-            [ProbeSpec::Tcp {
-                address: "127.0.0.1:25".into()
-            }]
+            [ProbeSpec::tcp("127.0.0.1:25", "preset").unwrap()]
         );
         assert!(postfix.critical);
         assert_eq!(postfix.mode, Mode::Heal);
@@ -1784,9 +1780,7 @@ critical = true
         assert!(filter.commands.is_none());
         assert_eq!(
             filter.probes,
-            [ProbeSpec::Tcp {
-                address: "127.0.0.1:10030".into()
-            }]
+            [ProbeSpec::tcp("127.0.0.1:10030", "config").unwrap()]
         );
     }
 

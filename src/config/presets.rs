@@ -45,12 +45,10 @@ pub enum PresetProbe {
 impl PresetProbe {
     pub fn spec(&self) -> ProbeSpec {
         match self {
-            PresetProbe::Tcp(address) => ProbeSpec::Tcp {
-                address: address.to_string(),
-            },
-            PresetProbe::Unix(path) => ProbeSpec::Unix {
-                path: PathBuf::from(path),
-            },
+            // The preset table only holds valid addresses; the test below checks each one.
+            PresetProbe::Tcp(address) => ProbeSpec::tcp(address, "preset")
+                .unwrap_or_else(|error| panic!("preset probe address {address}: {error}")),
+            PresetProbe::Unix(path) => ProbeSpec::unix(PathBuf::from(path), "preset"),
         }
     }
 }
@@ -238,9 +236,10 @@ mod tests {
         };
         assert_eq!(
             opendkim.probe_specs(),
-            [ProbeSpec::Unix {
-                path: PathBuf::from("/run/opendkim/opendkim.sock")
-            }]
+            [ProbeSpec::unix(
+                PathBuf::from("/run/opendkim/opendkim.sock"),
+                "preset"
+            )]
         );
         assert!(preset("rsyslog").is_some_and(|p| p.probe_specs().is_empty()));
     }

@@ -26,7 +26,7 @@ pub enum Health {
 
 impl Observation {
     pub fn health(&self) -> Health {
-        let probes_pass = self.probes.iter().all(|p| p.outcome.is_healthy());
+        let probes_pass = self.probes.iter().all(|p| p.outcome.passes());
         let unit = match &self.unit {
             Ok(unit) => unit,
             // Without the unit's state only the probes can tell; with none, assume the worst
@@ -79,7 +79,7 @@ impl Observation {
         parts.extend(
             self.probes
                 .iter()
-                .filter(|p| !p.outcome.is_healthy())
+                .filter(|p| !p.outcome.passes())
                 .map(|p| p.to_string()),
         );
         if parts.is_empty() {

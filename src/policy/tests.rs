@@ -31,9 +31,7 @@ fn probe(ok: bool) -> ProbeReport {
     ProbeReport {
         endpoint: "tcp 127.0.0.1:25".into(),
         outcome: if ok {
-            Outcome::Healthy {
-                latency: Duration::from_millis(1),
-            }
+            Outcome::healthy(Duration::from_millis(1))
         } else {
             Outcome::Refused {
                 error: "connection refused".into(),

@@ -1,0 +1,9 @@
+//! fail2ban probe.
+
+use super::{Context, Outcome, Passed};
+
+pub(super) async fn check(_context: &Context<'_>) -> Result<Passed, Outcome> {
+    Err(Outcome::Failed {
+        error: "fail2ban probe not implemented yet".into(),
+    })
+}

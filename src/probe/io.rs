@@ -1,0 +1,263 @@
+//! Building blocks every probe uses: connecting to an endpoint, bounding each step by a
+//! timeout, reading lines with a size limit, and quoting what a peer sent.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::timeout;
+
+use super::{Endpoint, Outcome};
+
+/// Longest reply line a probe accepts, in bytes. Protocol lines are far shorter (SMTP allows
+/// 512), so anything longer is a misbehaving peer, not a slow one.
+pub const MAX_LINE: usize = 4096;
+
+/// Longest excerpt of a peer's reply quoted in an outcome, in characters.
+const QUOTE_LEN: usize = 120;
+
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+
+/// A connected byte stream: TCP, Unix or TLS.
+pub type Stream = Box<dyn AsyncStream>;
+
+/// Runs one step of a probe under `limit`. A timeout becomes `TimedOut` naming the step; an I/O
+/// error becomes `Failed` (or `Refused` for a refused connection), also naming the step.
+pub async fn step<T>(
+    name: &str,
+    limit: Duration,
+    future: impl Future<Output = io::Result<T>>,
+) -> Result<T, Outcome> {
+    match timeout(limit, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(io_error(name, error)),
+        Err(_) => Err(Outcome::TimedOut {
+            step: name.to_string(),
+            after: limit,
+        }),
+    }
+}
+
+fn io_error(step: &str, error: io::Error) -> Outcome {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => Outcome::Refused {
+            error: error.to_string(),
+        },
+        _ => Outcome::Failed {
+            error: format!("{step}: {error}"),
+        },
+    }
+}
+
+/// Connects to a TCP or Unix stream endpoint.
+pub async fn connect(endpoint: &Endpoint, limit: Duration) -> Result<Stream, Outcome> {
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let stream = step("connect", limit, TcpStream::connect((host.as_str(), *port))).await?;
+            // Probes write small commands and wait for the reply: do not let Nagle delay them.
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream))
+        }
+        Endpoint::Unix { path } => {
+            let stream = step("connect", limit, UnixStream::connect(path)).await?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// Quotes bytes a peer sent: printable ASCII kept, everything else escaped, at most
+/// `QUOTE_LEN` characters.
+pub fn quote(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for &byte in bytes {
+        match byte {
+            b'\r' => text.push_str("\\r"),
+            b'\n' => text.push_str("\\n"),
+            b'\t' => text.push_str("\\t"),
+            b'"' => text.push_str("\\\""),
+            b'\\' => text.push_str("\\\\"),
+            0x20..=0x7e => text.push(byte as char),
+            other => text.push_str(&format!("\\x{other:02x}")),
+        }
+        if text.len() >= QUOTE_LEN {
+            text.truncate(QUOTE_LEN);
+            text.push_str("...");
+            break;
+        }
+    }
+    format!("\"{text}\"")
+}
+
+/// A reply that breaks the protocol, with the step, what was expected and a quote of what came.
+pub fn bad_reply(step: &str, expected: &str, got: &[u8]) -> Outcome {
+    Outcome::BadReply {
+        step: step.to_string(),
+        expected: expected.to_string(),
+        got: quote(got),
+    }
+}
+
+/// A line-oriented connection (SMTP, IMAP, POP3, spamd, HTTP headers) with bounded reads.
+pub struct LineReader {
+    stream: Stream,
+    buffer: Vec<u8>,
+}
+
+impl LineReader {
+    pub fn new(stream: Stream) -> Self {
+        LineReader {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Reads one line ending in LF, without its CR LF, within `limit` for the whole line. A
+    /// line longer than `MAX_LINE`, or a close before the line ends, is a bad reply.
+    pub async fn read_line(
+        &mut self,
+        step_name: &str,
+        limit: Duration,
+    ) -> Result<Vec<u8>, Outcome> {
+        let read = async {
+            loop {
+                if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                    let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    return Ok(Ok(line));
+                }
+                if self.buffer.len() > MAX_LINE {
+                    return Ok(Err(Outcome::BadReply {
+                        step: step_name.to_string(),
+                        expected: format!("a line of at most {MAX_LINE} bytes"),
+                        got: quote(&self.buffer),
+                    }));
+                }
+                let mut chunk = [0u8; 1024];
+                let count = self.stream.read(&mut chunk).await?;
+                if count == 0 {
+                    let got = if self.buffer.is_empty() {
+                        "connection closed".to_string()
+                    } else {
+                        format!("{} then connection closed", quote(&self.buffer))
+                    };
+                    return Ok(Err(Outcome::BadReply {
+                        step: step_name.to_string(),
+                        expected: "a complete line".to_string(),
+                        got,
+                    }));
+                }
+                self.buffer.extend_from_slice(&chunk[..count]);
+            }
+        };
+        step(step_name, limit, read).await?
+    }
+
+    pub async fn write_all(
+        &mut self,
+        step_name: &str,
+        data: &[u8],
+        limit: Duration,
+    ) -> Result<(), Outcome> {
+        step(step_name, limit, async {
+            self.stream.write_all(data).await?;
+            self.stream.flush().await
+        })
+        .await
+    }
+
+    /// Whether bytes arrived beyond the lines read so far (a peer that pipelines before a TLS
+    /// upgrade is broken or hostile).
+    pub fn has_buffered(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_escapes_and_truncates() {
+        assert_eq!(quote(b"220 ok\r\n"), "\"220 ok\\r\\n\"");
+        assert_eq!(quote(&[0, 0xff]), "\"\\x00\\xff\"");
+        let long = quote(&[b'a'; 500]);
+        assert!(long.len() < 130, "{long}");
+        assert!(long.ends_with("...\""), "{long}");
+    }
+
+    async fn reader_for(bytes: &'static [u8]) -> LineReader {
+        let (client, mut server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            for chunk in bytes.chunks(3) {
+                let _ = server.write_all(chunk).await;
+            }
+        });
+        LineReader::new(Box::new(client))
+    }
+
+    #[tokio::test]
+    async fn line_split_across_reads() {
+        let mut reader = reader_for(b"220 mail ESMTP\r\n250 next\r\n").await;
+        let limit = Duration::from_secs(2);
+        assert_eq!(
+            reader.read_line("greeting", limit).await.unwrap(),
+            b"220 mail ESMTP"
+        );
+        assert_eq!(reader.read_line("next", limit).await.unwrap(), b"250 next");
+    }
+
+    #[tokio::test]
+    async fn early_close_is_bad_reply() {
+        let mut reader = reader_for(b"220 partial").await;
+        let outcome = reader
+            .read_line("greeting", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&outcome, Outcome::BadReply { got, .. } if got.contains("connection closed")),
+            "{outcome}"
+        );
+    }
+
+    #[tokio::test]
+    async fn endless_line_is_bounded() {
+        let (client, mut server) = tokio::io::duplex(8192);
+        tokio::spawn(async move {
+            let junk = vec![b'x'; 1024];
+            while server.write_all(&junk).await.is_ok() {}
+        });
+        let mut reader = LineReader::new(Box::new(client));
+        let outcome = reader
+            .read_line("greeting", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(outcome, Outcome::BadReply { .. }), "{outcome}");
+    }
+
+    #[tokio::test]
+    async fn silent_peer_times_out() {
+        let (client, _server) = tokio::io::duplex(64);
+        let mut reader = LineReader::new(Box::new(client));
+        let outcome = reader
+            .read_line("greeting", Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            outcome,
+            Outcome::TimedOut {
+                step: "greeting".into(),
+                after: Duration::from_millis(100)
+            }
+        );
+    }
+}
