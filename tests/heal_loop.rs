@@ -595,3 +595,84 @@ fn shipped_unit_notifies_and_pings_watchdog() {
         .status
         .success());
 }
+
+/// A daemon that ignores SIGTERM and stops listening on SIGUSR1: active but not answering, and
+/// its stop hangs until SIGKILL.
+const STUBBORN: &str = r#"import signal, socket, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 10030))
+listener.listen()
+def close(*_):
+    listener.close()
+signal.signal(signal.SIGUSR1, close)
+while True:
+    time.sleep(1)
+"#;
+
+#[test]
+fn hung_stop_is_killed() {
+    let rig = Rig::boot("hung-stop");
+    rig.start_units(&["dbus.socket"]);
+    rig.write_file("/etc/stubborn.py", STUBBORN);
+    rig.write_file(
+        "/etc/systemd/system/stubborn.service",
+        "[Service]\nExecStart=/usr/bin/python3 /etc/stubborn.py\n",
+    );
+    rig.exec_ok(&["systemctl", "daemon-reload"]);
+    rig.start_units(&["stubborn.service"]);
+    let config = rig.dir().join("selfheal.toml").display().to_string();
+    let state = rig.dir().join("selfheal-state");
+    std::fs::write(
+        &config,
+        format!(
+            r#"interval = "5s"
+state_dir = "{}"
+retry_interval = "1s"
+verify_after = "1s"
+[services.stubborn]
+unit = "stubborn.service"
+probe = {{ tcp = "127.0.0.1:10030" }}
+restart_timeout = "20s"
+"#,
+            state.display()
+        ),
+    )
+    .expect("write config");
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let old = rig.main_pid("stubborn.service").expect("stubborn main pid");
+    rig.kill(old, "USR1");
+    let took = rig.wait_until(
+        "a new stubborn process listens again",
+        Duration::from_secs(60),
+        || {
+            rig.main_pid("stubborn.service")
+                .is_some_and(|pid| pid != old)
+                && rig.sh("exec 3<>/dev/tcp/127.0.0.1/10030").status.success()
+        },
+    );
+    println!(
+        "hung stop killed and service back after {:.1} s",
+        took.as_secs_f64()
+    );
+
+    let incidents = rig.exec(&[SELFHEAL, "-c", &config, "incidents", "--json"]);
+    let text = String::from_utf8_lossy(&incidents.stdout);
+    assert!(text.contains("killed with SIGKILL"), "{text}");
+    rig.wait_until(
+        "the incident closes as healed",
+        Duration::from_secs(20),
+        || {
+            let out = rig.exec(&[SELFHEAL, "-c", &config, "incidents", "--json"]);
+            String::from_utf8_lossy(&out.stdout).contains("\"verdict\": \"healed\"")
+        },
+    );
+    // systemd's own stop timeout (90 s) was not what ended the stop.
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    // It ignores SIGTERM: kill it so the rig's shutdown does not wait for it.
+    rig.stop_transient("selfheal-test");
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "stubborn.service"]);
+}

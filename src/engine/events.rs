@@ -49,6 +49,9 @@ fn describe(event: &Event) -> (&'static str, String) {
             if report.retried_after_rate_limit {
                 text.push_str(", retried once after the start rate limit");
             }
+            if report.killed {
+                text.push_str(", the stop hung so its processes were killed with SIGKILL");
+            }
             ("restart_done", text)
         }
         Event::RestartError { error } => ("restart_error", format!("restart: {error}")),

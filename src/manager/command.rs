@@ -109,6 +109,7 @@ pub async fn restart(spec: &CommandSpec, timeout: Duration) -> Result<RestartRep
         job_result: "exit 0".to_string(),
         elapsed: started.elapsed(),
         retried_after_rate_limit: false,
+        killed: false,
     })
 }
 

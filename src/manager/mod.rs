@@ -145,6 +145,8 @@ pub struct RestartReport {
     /// The first start job was refused by the unit's start rate limit, the unit was reset and
     /// started once more.
     pub retried_after_rate_limit: bool,
+    /// The stop hung past the kill delay, so selfheal sent SIGKILL to the unit's processes.
+    pub killed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -226,15 +228,21 @@ impl Managers {
     }
 
     /// Restart through the service manager, resetting a failed unit first. `timeout` bounds the
-    /// whole call (a hung stop is escalated by systemd's own TimeoutStopSec meanwhile).
+    /// whole call. A unit still stopping after `kill_after` gets SIGKILL (systemd's own
+    /// TimeoutStopSec would do the same later, 90 s by default).
     pub async fn restart(
         &self,
         target: &Target,
         timeout: Duration,
+        kill_after: Duration,
     ) -> Result<RestartReport, RestartError> {
         match (target, &self.units) {
-            (Target::Unit(unit), UnitBackend::Dbus(d)) => d.restart(unit, timeout).await,
-            (Target::Unit(unit), UnitBackend::Systemctl(s)) => s.restart(unit, timeout).await,
+            (Target::Unit(unit), UnitBackend::Dbus(d)) => {
+                d.restart_killing(unit, timeout, Some(kill_after)).await
+            }
+            (Target::Unit(unit), UnitBackend::Systemctl(s)) => {
+                s.restart_killing(unit, timeout, Some(kill_after)).await
+            }
             (Target::Commands(spec), _) => command::restart(spec, timeout).await,
         }
     }

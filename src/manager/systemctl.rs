@@ -85,9 +85,21 @@ impl Systemctl {
         unit: &str,
         timeout: Duration,
     ) -> Result<RestartReport, RestartError> {
+        self.restart_killing(unit, timeout, None).await
+    }
+
+    /// Like [`Systemctl::restart`], and runs `systemctl kill --signal=KILL` when the unit is still
+    /// deactivating `kill_after` into the restart.
+    pub async fn restart_killing(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        kill_after: Option<Duration>,
+    ) -> Result<RestartReport, RestartError> {
         // NOTE: killing systemctl on timeout leaves its job queued in systemd, which runs it to
         // the end; the next restart replaces it.
-        match tokio::time::timeout(timeout, self.restart_unbounded(unit, timeout)).await {
+        match tokio::time::timeout(timeout, self.restart_unbounded(unit, timeout, kill_after)).await
+        {
             Ok(result) => result,
             Err(_) => Err(RestartError::Timeout(timeout)),
         }
@@ -97,6 +109,7 @@ impl Systemctl {
         &self,
         unit: &str,
         timeout: Duration,
+        kill_after: Option<Duration>,
     ) -> Result<RestartReport, RestartError> {
         let started = Instant::now();
         let before = self.restart_status(unit).await?;
@@ -108,13 +121,14 @@ impl Systemctl {
             reset_failed = true;
         }
 
-        let job_result = self.run_restart(unit, timeout).await?;
+        let (job_result, killed) = self.run_restart(unit, timeout, kill_after).await?;
         if job_result == "done" {
             return Ok(RestartReport {
                 reset_failed,
                 job_result,
                 elapsed: started.elapsed(),
                 retried_after_rate_limit: false,
+                killed,
             });
         }
 
@@ -128,13 +142,14 @@ impl Systemctl {
             "start rejected by the start rate limit, resetting the unit and restarting once more"
         );
         self.reset_failed(unit).await?;
-        let job_result = self.run_restart(unit, timeout).await?;
+        let (job_result, killed) = self.run_restart(unit, timeout, kill_after).await?;
         if job_result == "done" {
             return Ok(RestartReport {
                 reset_failed,
                 job_result,
                 elapsed: started.elapsed(),
                 retried_after_rate_limit: true,
+                killed,
             });
         }
 
@@ -173,27 +188,67 @@ impl Systemctl {
         }
     }
 
-    /// Runs `systemctl restart` and returns the job result: "done" on success, otherwise the
-    /// result named by systemctl's message.
-    async fn run_restart(&self, unit: &str, timeout: Duration) -> Result<String, RestartError> {
-        let output = self
-            .run(&["restart", "--no-ask-password", "--", unit], timeout)
-            .await
-            .map_err(RestartError::Manager)?;
+    /// Runs `systemctl restart` and returns the job result ("done" on success, otherwise the
+    /// result named by systemctl's message) and whether a hung stop was killed.
+    async fn run_restart(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        kill_after: Option<Duration>,
+    ) -> Result<(String, bool), RestartError> {
+        let args = ["restart", "--no-ask-password", "--", unit];
+        let restart = self.run(&args, timeout);
+        tokio::pin!(restart);
+        let mut killed = false;
+        let output = match kill_after {
+            Some(delay) => match tokio::time::timeout(delay, &mut restart).await {
+                Ok(output) => output,
+                Err(_) => {
+                    killed = self.kill_if_stopping(unit).await?;
+                    restart.await
+                }
+            },
+            None => restart.await,
+        }
+        .map_err(RestartError::Manager)?;
         if output.status.success() {
-            return Ok("done".to_string());
+            return Ok(("done".to_string(), killed));
         }
         if output.status.code() == Some(EXIT_UNIT_NOT_FOUND) {
             return Err(RestartError::NotFound(unit.to_string()));
         }
         job_result_from_message(&output.stderr)
-            .map(str::to_string)
+            .map(|result| (result.to_string(), killed))
             .ok_or_else(|| {
                 RestartError::Manager(format!(
                     "systemctl restart {unit} failed: {}",
                     output.failure()
                 ))
             })
+    }
+
+    /// Sends SIGKILL to every process of the unit when it is still deactivating. Returns whether
+    /// it did.
+    async fn kill_if_stopping(&self, unit: &str) -> Result<bool, RestartError> {
+        let status = self.restart_status(unit).await?;
+        if status.active_state != ActiveState::Deactivating {
+            return Ok(false);
+        }
+        tracing::warn!(unit, sub_state = %status.sub_state, "stop is hanging, sending SIGKILL to the unit's processes");
+        let output = self
+            .run(
+                &["kill", "--signal=KILL", "--kill-whom=all", "--", unit],
+                self.call_timeout,
+            )
+            .await
+            .map_err(RestartError::Manager)?;
+        if !output.status.success() {
+            return Err(RestartError::Manager(format!(
+                "systemctl kill {unit} failed: {}",
+                output.failure()
+            )));
+        }
+        Ok(true)
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) -> Result<CommandOutput, String> {

@@ -130,13 +130,28 @@ impl Systemd {
         unit: &str,
         timeout: Duration,
     ) -> Result<RestartReport, RestartError> {
-        match tokio::time::timeout(timeout, self.restart_unbounded(unit)).await {
+        self.restart_killing(unit, timeout, None).await
+    }
+
+    /// Like [`Systemd::restart`], and sends SIGKILL to the unit's processes (`KillUnit`) when it
+    /// is still deactivating `kill_after` into a restart job.
+    pub async fn restart_killing(
+        &self,
+        unit: &str,
+        timeout: Duration,
+        kill_after: Option<Duration>,
+    ) -> Result<RestartReport, RestartError> {
+        match tokio::time::timeout(timeout, self.restart_unbounded(unit, kill_after)).await {
             Ok(result) => result,
             Err(_) => Err(RestartError::Timeout(timeout)),
         }
     }
 
-    async fn restart_unbounded(&self, unit: &str) -> Result<RestartReport, RestartError> {
+    async fn restart_unbounded(
+        &self,
+        unit: &str,
+        kill_after: Option<Duration>,
+    ) -> Result<RestartReport, RestartError> {
         let started = Instant::now();
         let before = self.restart_status(unit).await?;
 
@@ -151,13 +166,14 @@ impl Systemd {
         // read, and systemd sends JobRemoved only once.
         let mut jobs = self.job_removed_stream().await?;
 
-        let job_result = self.run_restart_job(unit, &mut jobs).await?;
+        let (job_result, killed) = self.run_restart_job(unit, &mut jobs, kill_after).await?;
         if job_result == "done" {
             return Ok(RestartReport {
                 reset_failed,
                 job_result,
                 elapsed: started.elapsed(),
                 retried_after_rate_limit: false,
+                killed,
             });
         }
 
@@ -171,13 +187,14 @@ impl Systemd {
             "start rejected by the start rate limit, resetting the unit and restarting once more"
         );
         self.reset_failed(unit).await?;
-        let job_result = self.run_restart_job(unit, &mut jobs).await?;
+        let (job_result, killed) = self.run_restart_job(unit, &mut jobs, kill_after).await?;
         if job_result == "done" {
             return Ok(RestartReport {
                 reset_failed,
                 job_result,
                 elapsed: started.elapsed(),
                 retried_after_rate_limit: true,
+                killed,
             });
         }
 
@@ -299,12 +316,14 @@ impl Systemd {
     }
 
     /// Queues a restart job and returns its result ("done", "failed", "canceled", ...) from the
-    /// matching `JobRemoved` signal. Waits without a bound of its own: the caller bounds it.
+    /// matching `JobRemoved` signal, and whether the unit had to be killed because its stop hung
+    /// past `kill_after`. Waits without a bound of its own: the caller bounds it.
     async fn run_restart_job(
         &self,
         unit: &str,
         jobs: &mut MessageStream,
-    ) -> Result<String, RestartError> {
+        kill_after: Option<Duration>,
+    ) -> Result<(String, bool), RestartError> {
         let call = format!("RestartUnit({unit}, replace)");
         let reply = self
             .call(
@@ -320,7 +339,24 @@ impl Systemd {
             decode(&call, &reply).map_err(|err| err.into_restart_error(unit))?;
         tracing::debug!(unit, job = %job.as_str(), "restart job queued");
 
-        while let Some(message) = jobs.next().await {
+        let mut kill_at = kill_after.map(|delay| tokio::time::Instant::now() + delay);
+        let mut killed = false;
+        loop {
+            let next = match kill_at {
+                Some(deadline) => match tokio::time::timeout_at(deadline, jobs.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // Checked once: a unit still stopping now has a hung stop.
+                        kill_at = None;
+                        killed = self.kill_if_stopping(unit, kill_after).await?;
+                        continue;
+                    }
+                },
+                None => jobs.next().await,
+            };
+            let Some(message) = next else {
+                break;
+            };
             let message = message.map_err(|err| {
                 RestartError::Manager(format!(
                     "system bus failed while waiting for restart job {} of {unit}: {err}",
@@ -332,7 +368,7 @@ impl Systemd {
                 .body()
                 .deserialize::<(u32, OwnedObjectPath, String, String)>()
             {
-                Ok((_, removed, _, result)) if removed == job => return Ok(result),
+                Ok((_, removed, _, result)) if removed == job => return Ok((result, killed)),
                 Ok(_) => {}
                 Err(err) => {
                     tracing::debug!(error = %err, "ignoring a JobRemoved signal with an unexpected body");
@@ -343,6 +379,36 @@ impl Systemd {
             "system bus connection closed while waiting for restart job {} of {unit}",
             job.as_str()
         )))
+    }
+
+    /// Sends SIGKILL to every process of the unit when it is still deactivating. Returns whether
+    /// it did.
+    async fn kill_if_stopping(
+        &self,
+        unit: &str,
+        waited: Option<Duration>,
+    ) -> Result<bool, RestartError> {
+        let status = self.restart_status(unit).await?;
+        if status.active_state != ActiveState::Deactivating {
+            return Ok(false);
+        }
+        tracing::warn!(
+            unit,
+            sub_state = %status.sub_state,
+            waited = %waited.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default(),
+            "stop is hanging, sending SIGKILL to the unit's processes"
+        );
+        let call = format!("KillUnit({unit}, all, SIGKILL)");
+        self.call(
+            &call,
+            MANAGER_PATH,
+            MANAGER_INTERFACE,
+            "KillUnit",
+            &(unit, "all", libc::SIGKILL),
+        )
+        .await
+        .map_err(|err| err.into_restart_error(unit))?;
+        Ok(true)
     }
 
     async fn load_unit(&self, unit: &str) -> Result<OwnedObjectPath, CallError> {

@@ -69,6 +69,7 @@ fn restart_ok() -> Input {
         job_result: "done".into(),
         elapsed: Duration::from_millis(700),
         retried_after_rate_limit: false,
+        killed: false,
     }))
 }
 

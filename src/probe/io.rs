@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use super::{Endpoint, Outcome};
 
@@ -91,6 +91,28 @@ pub fn quote(bytes: &[u8]) -> String {
     format!("\"{text}\"")
 }
 
+/// Longest service self-description kept in a healthy outcome's detail, in characters.
+const DETAIL_LEN: usize = 80;
+
+/// Turns what a peer sent about itself (an SMTP greeting, an HTTP status line) into a short
+/// detail: printable ASCII kept, any other byte shown as `?`, at most `DETAIL_LEN` characters.
+pub fn detail_text(bytes: &[u8]) -> String {
+    let printable: String = bytes
+        .iter()
+        .map(|&byte| match byte {
+            0x20..=0x7e => byte as char,
+            _ => '?',
+        })
+        .collect();
+    // Every character is ASCII, so truncating at a byte count cannot split one.
+    let mut text = printable.trim().to_string();
+    if text.len() > DETAIL_LEN {
+        text.truncate(DETAIL_LEN);
+        text.push_str("...");
+    }
+    text
+}
+
 /// A reply that breaks the protocol, with the step, what was expected and a quote of what came.
 pub fn bad_reply(step: &str, expected: &str, got: &[u8]) -> Outcome {
     Outcome::BadReply {
@@ -158,6 +180,22 @@ impl LineReader {
         step(step_name, limit, read).await?
     }
 
+    /// Reads one line of a reply that may span several lines, all of which must arrive within
+    /// `limit` of `started`. A peer that sends each line just before the timeout thus cannot
+    /// stretch the step, and a timeout reports the whole `limit`.
+    pub async fn read_line_within(
+        &mut self,
+        step_name: &str,
+        started: Instant,
+        limit: Duration,
+    ) -> Result<Vec<u8>, Outcome> {
+        let left = limit.saturating_sub(started.elapsed());
+        match self.read_line(step_name, left).await {
+            Err(Outcome::TimedOut { step, .. }) => Err(Outcome::TimedOut { step, after: limit }),
+            other => other,
+        }
+    }
+
     pub async fn write_all(
         &mut self,
         step_name: &str,
@@ -179,6 +217,155 @@ impl LineReader {
 
     pub fn into_stream(self) -> Stream {
         self.stream
+    }
+}
+
+/// Scripted fake servers on 127.0.0.1 for the tests of the protocol modules.
+#[cfg(test)]
+pub(super) mod fake {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::Stream;
+    use crate::probe::{Endpoint, ProbeSpec, Protocol, TlsMode};
+
+    /// Upper bound of a whole test, so that a probe that hangs fails instead of blocking.
+    const TEST_LIMIT: Duration = Duration::from_secs(10);
+
+    /// Runs `future`, failing the test when it takes longer than `TEST_LIMIT`.
+    pub async fn within<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(TEST_LIMIT, future)
+            .await
+            .expect("test did not finish within 10 s")
+    }
+
+    /// The server side of one accepted connection.
+    pub struct Peer {
+        stream: BufReader<Stream>,
+    }
+
+    impl Peer {
+        fn new(stream: Stream) -> Peer {
+            Peer {
+                stream: BufReader::new(stream),
+            }
+        }
+
+        pub async fn send(&mut self, bytes: &[u8]) {
+            let stream = self.stream.get_mut();
+            stream.write_all(bytes).await.expect("fake server: send");
+            stream.flush().await.expect("fake server: flush");
+        }
+
+        /// Sends `bytes` one at a time with a pause between them, so that each arrives in a
+        /// read of its own.
+        pub async fn send_bytewise(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.send(std::slice::from_ref(byte)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+
+        /// Sends `byte` in 1 KiB chunks until the client closes the connection.
+        pub async fn send_forever(&mut self, byte: u8) {
+            let chunk = [byte; 1024];
+            let stream = self.stream.get_mut();
+            while stream.write_all(&chunk).await.is_ok() {}
+        }
+
+        /// Reads one line without its CR LF, or returns None when the client has closed.
+        pub async fn read_line(&mut self) -> Option<String> {
+            let mut line = String::new();
+            let count = self
+                .stream
+                .read_line(&mut line)
+                .await
+                .expect("fake server: read");
+            (count > 0).then(|| line.trim_end_matches(['\r', '\n']).to_string())
+        }
+
+        /// Reads one line and fails the server task unless it equals `expected`.
+        pub async fn expect(&mut self, expected: &str) {
+            let line = self.read_line().await;
+            assert_eq!(line.as_deref(), Some(expected), "fake server: client sent");
+        }
+
+        /// Completes a TLS handshake as the server and returns the peer over TLS.
+        pub async fn start_tls(self, acceptor: &TlsAcceptor) -> Peer {
+            assert!(
+                self.stream.buffer().is_empty(),
+                "fake server: client sent data before the TLS handshake"
+            );
+            let tls = acceptor
+                .accept(self.stream.into_inner())
+                .await
+                .expect("fake server: TLS handshake");
+            Peer::new(Box::new(tls))
+        }
+
+        /// Reads and discards whatever the client sends until it closes the connection.
+        pub async fn wait_for_close(&mut self) {
+            let mut sink = [0u8; 1024];
+            while matches!(self.stream.read(&mut sink).await, Ok(count) if count > 0) {}
+        }
+    }
+
+    /// Listens on 127.0.0.1 on a free port and runs `script` on the first connection.
+    /// Returns the address and the server task, whose join error reports a failed assertion.
+    pub async fn serve<F, Fut>(script: F) -> (String, JoinHandle<()>)
+    where
+        F: FnOnce(Peer) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("local address").to_string();
+        let task = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.expect("fake server: accept");
+            socket.set_nodelay(true).expect("fake server: TCP_NODELAY");
+            script(Peer::new(Box::new(socket))).await;
+        });
+        (address, task)
+    }
+
+    /// A probe of `protocol` against a fake server at `address`.
+    pub fn spec(protocol: Protocol, address: &str, mode: TlsMode) -> ProbeSpec {
+        let endpoint = Endpoint::parse(address).expect("fake server address");
+        ProbeSpec::new(protocol, Some(endpoint), "test").with_tls(mode)
+    }
+
+    /// A TLS acceptor with a fresh self-signed certificate for localhost, valid from 30 days
+    /// ago until `not_after`.
+    pub fn tls_acceptor(not_after: SystemTime) -> TlsAcceptor {
+        let key = rcgen::KeyPair::generate().expect("generate key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = (SystemTime::now() - Duration::from_secs(30 * 86_400)).into();
+        params.not_after = not_after.into();
+        let certificate = params.self_signed(&key).expect("self-sign certificate");
+        let private_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        // The ring provider, the one the client side uses; see `tls::provider` for its
+        // deprecation.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.der().clone()], private_key)
+            .expect("server certificate");
+        TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// A time `days` days from now.
+    pub fn days_from_now(days: u64) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(days * 86_400)
     }
 }
 
