@@ -43,6 +43,7 @@ pub enum Commands {
     Run,
     /// Show each service's state, since when, and the last action.
     Status {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -50,11 +51,15 @@ pub enum Commands {
     Check {
         /// Only this service.
         service: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Restart a service through the same path as an automatic restart, and verify it.
-    Restart { service: String },
+    Restart {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+    },
     /// Validate the config file.
     Config {
         #[command(subcommand)]
@@ -67,9 +72,10 @@ pub enum Commands {
         /// Only incidents that are still open.
         #[arg(long)]
         open: bool,
-        /// Maximum number of incidents listed.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// Maximum number of incidents listed (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -89,7 +95,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Commands::Detect => detect().await,
         command => {
             let managers = Managers::connect(MANAGER_CALL_TIMEOUT).await;
-            let config = match load_config(cli.config.as_deref(), &managers).await {
+            let daemon = matches!(command, Commands::Run);
+            let config = match load_config(cli.config.as_deref(), &managers, daemon).await {
                 Ok(config) => config,
                 Err(code) => return code,
             };
@@ -112,7 +119,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Status { json } => status(&config, json).await,
                 Commands::Check { service, json } => check(&config, &managers, service, json).await,
                 Commands::Restart { service } => restart(config, managers, &service).await,
-                Commands::Incidents { open, limit, json } => incidents(&config, open, limit, json),
+                Commands::Incidents { open, limit, json } => {
+                    incidents(&config, open, limit as usize, json)
+                }
                 Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
             };
             result.unwrap_or_else(|error| {
@@ -125,17 +134,30 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 /// Load the config file, or, when the default file does not exist, the presets installed on
 /// this host. A missing file given with `-c` is an error.
-async fn load_config(path: Option<&Path>, managers: &Managers) -> Result<Config, ExitCode> {
+async fn load_config(
+    path: Option<&Path>,
+    managers: &Managers,
+    daemon: bool,
+) -> Result<Config, ExitCode> {
     let explicit = path.is_some();
     let path = path.unwrap_or(Path::new(DEFAULT_PATH));
     if !explicit && !path.exists() {
         let found = config::detect::detect(managers).await;
-        let names: Vec<&str> = found.iter().map(|d| d.preset.name).collect();
-        tracing::warn!(
-            path = %path.display(),
-            services = %names.join(", "),
-            "no config file; watching the detected services in heal mode"
-        );
+        let names: Vec<&str> = found
+            .iter()
+            .filter(|d| d.in_use)
+            .map(|d| d.preset.name)
+            .collect();
+        // The daemon warns once at startup; the other commands use the same services quietly.
+        if daemon {
+            tracing::warn!(
+                path = %path.display(),
+                services = %names.join(", "),
+                "no config file; watching the detected services in heal mode"
+            );
+        } else {
+            tracing::debug!(path = %path.display(), "no config file; using the detected services");
+        }
         return Ok(config::from_presets(&names));
     }
     match config::load(path) {
@@ -190,7 +212,12 @@ async fn detect() -> ExitCode {
     let found = config::detect::detect(&managers).await;
     eprintln!("# service manager: {}", managers.backend_name());
     for detection in &found {
-        eprintln!("# found {} ({})", detection.preset.name, detection.unit);
+        let usage = if detection.in_use {
+            ""
+        } else {
+            ", disabled and stopped: left out"
+        };
+        eprintln!("# found {} ({}{usage})", detection.preset.name, detection.unit);
     }
     if found.is_empty() {
         eprintln!("# none of the covered services is installed on this host");
@@ -242,6 +269,7 @@ async fn check(
             "state": state,
             "unit_state": observation.unit_state(),
             "probes": observation.probes,
+            "probe_sources": service.probes.iter().map(config::describe_source).collect::<Vec<_>>(),
         }));
         if !json {
             println!(
@@ -251,8 +279,9 @@ async fn check(
                 target.label(),
                 observation.unit_state()
             );
-            for probe in &observation.probes {
-                println!("{:<16} {probe}", "");
+            // Reports come back in the order of the configured probes.
+            for (probe, spec) in observation.probes.iter().zip(&service.probes) {
+                println!("{:<16} {probe}  ({})", "", config::describe_source(spec));
             }
         }
     }
@@ -314,7 +343,10 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 
 /// The services' last state as the daemon stored it.
 fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
-    let store = Store::open(&config.state_db())?;
+    let Some(store) = Store::open_existing(&config.state_db())? else {
+        eprintln!("no state database at {} yet: the daemon has not run here", config.state_db().display());
+        return Ok(Vec::new());
+    };
     let states = store.service_states()?;
     let mut views = Vec::new();
     for service in &config.services {
@@ -359,6 +391,18 @@ async fn restart(config: Config, managers: Managers, name: &str) -> anyhow::Resu
         }
     };
     println!("{}", outcome.message);
+    if !outcome.healthy {
+        if !outcome.journal.is_empty() {
+            println!("\nlast journal lines of the unit:");
+            for line in &outcome.journal {
+                println!("  {line}");
+            }
+        }
+        println!(
+            "\nselfheal will not restart {name} on its own now; fix the cause, then run \
+             `selfheal restart {name}` again"
+        );
+    }
     Ok(if outcome.healthy {
         ExitCode::SUCCESS
     } else {
@@ -406,7 +450,17 @@ async fn restart_without_daemon(
 }
 
 fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.state_db())?;
+    let Some(store) = Store::open_existing(&config.state_db())? else {
+        if json {
+            println!("[]");
+        } else {
+            println!(
+                "no incidents: no state database at {} yet",
+                config.state_db().display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     let rows = store.incidents(open, limit)?;
     if json {
         let mut list = Vec::new();

@@ -56,6 +56,9 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // SIGHUP would end the process by default, and systemd counts that as a clean exit that
+    // Restart=on-failure does not undo.
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     notify_systemd(&[sd_notify::NotifyState::Ready]);
 
     // When systemd's WatchdogSec is set, ping at half its period while the checks go on. A
@@ -79,6 +82,12 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
         tokio::select! {
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",
+            _ = hangup.recv() => {
+                tracing::warn!(
+                    "SIGHUP ignored: selfheal does not reload its config; apply changes with \
+                     `systemctl restart selfheal` (incidents and restart budgets are kept)"
+                );
+            }
             _ = ticker.tick(), if watchdog => {
                 let stalled = engine.since_last_check();
                 if stalled < stall_limit {

@@ -1,5 +1,6 @@
 //! selfheal's entry point: parse the command line, set up logging, run the command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -17,10 +18,17 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,selfheal={level}")));
-    tracing_subscriber::fmt()
+    // Under systemd the journal stamps each line itself (JOURNAL_STREAM is set), and colour
+    // codes only make sense on a terminal.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -148,6 +148,15 @@ impl Store {
         Self::setup(conn).with_context(|| format!("state database {}", path.display()))
     }
 
+    /// Opens the database only if it exists, for commands that only read it. `None` when
+    /// selfheal has never run here.
+    pub fn open_existing(path: &Path) -> anyhow::Result<Option<Store>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::open(path).map(Some)
+    }
+
     pub fn open_in_memory() -> anyhow::Result<Store> {
         Self::setup(Connection::open_in_memory()?)
     }
@@ -239,6 +248,21 @@ impl Store {
             params![incident, unix_ms(at), verdict],
         )?;
         Ok(())
+    }
+
+    /// Closes the open incidents of services that are no longer configured, with resolution
+    /// "no longer watched". Returns how many it closed.
+    pub fn close_unwatched(&self, watched: &[&str], at: SystemTime) -> anyhow::Result<usize> {
+        let open = self.incidents(true, usize::MAX >> 1)?;
+        let mut closed = 0;
+        for incident in open.iter().filter(|i| !watched.contains(&i.service.as_str())) {
+            self.conn().execute(
+                "UPDATE incidents SET closed_ms = ?2, resolution = 'no longer watched' WHERE id = ?1",
+                params![incident.id, unix_ms(at)],
+            )?;
+            closed += 1;
+        }
+        Ok(closed)
     }
 
     pub fn set_alert_status(&self, incident: i64, status: &str) -> anyhow::Result<()> {
@@ -552,6 +576,20 @@ mod tests {
             format!("{error:#}").contains("schema version 99"),
             "{error:#}"
         );
+    }
+
+    #[test]
+    fn unwatched_incidents_close() {
+        let store = Store::open_in_memory().unwrap();
+        store.open_incident("postfix", "u", "p", at(0)).unwrap();
+        store.open_incident("old-filter", "u", "p", at(0)).unwrap();
+        assert_eq!(store.close_unwatched(&["postfix"], at(9)).unwrap(), 1);
+        let open = store.incidents(true, 10).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].service, "postfix");
+        let all = store.incidents(false, 10).unwrap();
+        let old = all.iter().find(|i| i.service == "old-filter").unwrap();
+        assert_eq!(old.resolution.as_deref(), Some("no longer watched"));
     }
 
     #[test]

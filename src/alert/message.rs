@@ -313,11 +313,16 @@ impl Body {
 
         let summary = if watch {
             format!(
-                "{service} on {host} needs attention. selfheal runs in watch mode, \
-                 so it did not restart the service."
+                "{service} on {host} needs attention. {service} is in watch mode, \
+                 so selfheal did not restart it."
             )
         } else {
-            format!("selfheal could not heal {service} on {host} and needs you.")
+            format!(
+                "selfheal could not heal {service} on {host} and needs you. It will not \
+                 restart {service} again on its own; once the cause is fixed, \
+                 `selfheal restart {service}` restarts and verifies it, and this incident \
+                 closes as soon as {service} is healthy."
+            )
         };
 
         let mut verdict = one_line(&alert.verdict);
@@ -704,7 +709,7 @@ mod tests {
         let plain = Body::new(&config(), &alert).plain();
 
         assert!(
-            plain.contains("watch mode, so it did not restart"),
+            plain.contains("is in watch mode, so selfheal did not restart it"),
             "{plain}"
         );
         assert!(

@@ -11,11 +11,18 @@ pub struct Detection {
     pub preset: &'static Preset,
     /// First of the preset's candidate units that exists in the service manager.
     pub unit: &'static str,
+    /// Running, failed, or enabled at boot. A disabled and stopped service is installed but not
+    /// in use, and selfheal does not watch it unless the config says so.
+    pub in_use: bool,
 }
 
 /// Finds the installed presets by asking the service manager for each candidate unit.
 pub async fn detect(managers: &Managers) -> Vec<Detection> {
-    detect_with(|unit| managers.unit_exists(unit)).await
+    let mut found = detect_with(|unit| managers.unit_exists(unit)).await;
+    for detection in &mut found {
+        detection.in_use = managers.unit_in_use(detection.unit).await;
+    }
+    found
 }
 
 /// Finds the installed presets with `unit_exists` as the check, in preset order. A preset
@@ -30,7 +37,11 @@ where
     for preset in presets() {
         for unit in preset.units {
             if unit_exists(unit).await {
-                found.push(Detection { preset, unit });
+                found.push(Detection {
+                    preset,
+                    unit,
+                    in_use: true,
+                });
                 break;
             }
         }
@@ -83,10 +94,19 @@ pub fn render_config(found: &[Detection]) -> String {
     );
     for detection in found {
         let preset = detection.preset;
-        text.push_str(&format!(
-            "\n# {}, found as {}.\n[services.{}]\n",
-            preset.title, detection.unit, preset.name
-        ));
+        if detection.in_use {
+            text.push_str(&format!(
+                "\n# {}, found as {}.\n[services.{}]\n",
+                preset.title, detection.unit, preset.name
+            ));
+        } else {
+            // Enabling it would make selfheal start a service the admin turned off.
+            text.push_str(&format!(
+                "\n# {}, found as {}, but disabled and stopped: in heal mode selfheal would\n\
+                 # start it. Uncomment to watch it anyway.\n# [services.{}]\n",
+                preset.title, detection.unit, preset.name
+            ));
+        }
     }
     text
 }
@@ -153,6 +173,7 @@ mod tests {
         let found: Vec<Detection> = crate::config::presets()
             .iter()
             .map(|preset| Detection {
+                in_use: true,
                 preset,
                 unit: preset.units[preset.units.len() - 1],
             })
@@ -180,6 +201,21 @@ mod tests {
     }
 
     #[test]
+    fn disabled_service_is_commented_out() {
+        let Some(nginx) = preset("nginx") else {
+            panic!("nginx preset missing");
+        };
+        let text = render_config(&[Detection {
+            preset: nginx,
+            unit: "nginx.service",
+            in_use: false,
+        }]);
+        assert!(text.contains("# [services.nginx]"), "{text}");
+        assert!(!text.contains("\n[services.nginx]"), "{text}");
+        assert!(text.contains("disabled and stopped"), "{text}");
+    }
+
+    #[test]
     fn rendered_alerts_example_loads_uncommented() {
         let Some(postfix) = preset("postfix") else {
             panic!("postfix preset missing");
@@ -187,6 +223,7 @@ mod tests {
         let text = render_config(&[Detection {
             preset: postfix,
             unit: "postfix@-.service",
+            in_use: true,
         }]);
         // Uncommenting the alert block must give a valid config. The login lines are left out
         // because the password file does not exist here.

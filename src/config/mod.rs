@@ -2,6 +2,7 @@
 //! that reports every problem at once with file, line and key.
 
 pub mod detect;
+pub mod discover;
 mod parse;
 pub mod presets;
 
@@ -16,6 +17,7 @@ use crate::policy::Recovery;
 use crate::probe::ProbeSpec;
 
 pub use detect::{detect, detect_with, render_config, Detection};
+pub use discover::{describe_source, Discovery};
 pub use presets::{preset, presets, Preset, PresetProbe};
 
 pub const DEFAULT_PATH: &str = "/etc/selfheal/selfheal.toml";
@@ -31,6 +33,17 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// Default time allowed for one delivery attempt through a relay.
 pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Name sent in EHLO and LHLO by smtp and lmtp probes without `helo_name`. The `.invalid`
+/// top-level domain never resolves (RFC 2606), so the name cannot belong to a real host, and
+/// its fully qualified form passes Postfix's `reject_non_fqdn_helo_hostname`.
+pub const DEFAULT_HELO_NAME: &str = "selfheal.invalid";
+/// Name a dns probe queries without `name`. Unbound resolves it from its built-in `localhost`
+/// local zone, so the reply does not depend on any upstream server.
+pub const DEFAULT_DNS_NAME: &str = "localhost.";
+/// [`ProbeSpec::source`] of a preset's default probe.
+pub const PRESET_SOURCE: &str = "preset";
+/// [`ProbeSpec::source`] of a probe set in the config file.
+pub const CONFIG_SOURCE: &str = "config";
 
 /// Heal restarts a service found down; watch only tracks and alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -290,11 +303,18 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates a config file, returning every problem found at once, sorted by line.
+/// Reads and validates a config file, returning every problem found at once, sorted by line,
+/// and replaces the default probes of presets with what the services' own config files name
+/// (see [`discover`]).
 ///
 /// Paths the config names (sendmail, password files) are checked on this host's filesystem.
 /// Non-fatal problems come back in [`Config::warnings`].
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_root(path, Path::new(discover::HOST_ROOT))
+}
+
+/// [`load`] with the services' config files read below `root` instead of `/`.
+pub fn load_with_root(path: &Path, root: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -306,17 +326,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             example: None,
         }])
     })?;
-    parse_str(&text, path)
+    let mut config = parse_str(&text, path)?;
+    discover::apply(&mut config, root);
+    Ok(config)
 }
 
-/// Validates config text as [`load`] does; `path` is only used in errors and [`Config::path`].
+/// Validates config text as [`load`] does, without discovery; `path` is only used in errors and
+/// [`Config::path`].
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     parse::parse(text, path)
 }
 
 /// Builds the config used when no config file exists: the named presets with all defaults,
-/// heal mode and no alert recipient. A name that is not a preset is skipped with a warning.
+/// heal mode and no alert recipient, with probes discovered from the services' config files.
+/// A name that is not a preset is skipped with a warning.
 pub fn from_presets(names: &[&str]) -> Config {
+    from_presets_with_root(names, Path::new(discover::HOST_ROOT))
+}
+
+/// [`from_presets`] with the services' config files read below `root` instead of `/`.
+pub fn from_presets_with_root(names: &[&str], root: &Path) -> Config {
     let mut services = Vec::new();
     let mut warnings = Vec::new();
     for name in names {
@@ -339,7 +368,7 @@ pub fn from_presets(names: &[&str]) -> Config {
             }),
         }
     }
-    Config {
+    let mut config = Config {
         path: None,
         interval: DEFAULT_INTERVAL,
         mode: Mode::Heal,
@@ -352,7 +381,9 @@ pub fn from_presets(names: &[&str]) -> Config {
         },
         services,
         warnings,
-    }
+    };
+    discover::apply(&mut config, root);
+    config
 }
 
 /// [`DEFAULT_SENDMAIL`] when that file exists on this host.
@@ -365,9 +396,17 @@ fn default_sendmail() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn tempdir() -> tempfile::TempDir {
+        match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("creating a tempdir: {err}"),
+        }
+    }
+
     #[test]
     fn from_presets_uses_defaults() {
-        let config = from_presets(&["postfix", "mariadb"]);
+        let root = tempdir();
+        let config = from_presets_with_root(&["postfix", "mariadb"], root.path());
         assert_eq!(config.path, None);
         assert_eq!(config.mode, Mode::Heal);
         assert_eq!(config.interval, DEFAULT_INTERVAL);
@@ -394,7 +433,8 @@ mod tests {
 
     #[test]
     fn from_presets_skips_unknown() {
-        let config = from_presets(&["exim", "dovecot"]);
+        let root = tempdir();
+        let config = from_presets_with_root(&["exim", "dovecot"], root.path());
         assert_eq!(config.service_names(), ["dovecot"]);
         assert_eq!(config.warnings.len(), 1);
         assert_eq!(config.warnings[0].key, "services.exim");
@@ -405,15 +445,12 @@ mod tests {
 
     #[test]
     fn load_reads_file() {
-        let dir = match tempfile::tempdir() {
-            Ok(dir) => dir,
-            Err(err) => panic!("creating a tempdir: {err}"),
-        };
+        let dir = tempdir();
         let path = dir.path().join("selfheal.toml");
         if let Err(err) = std::fs::write(&path, "interval = \"1min\"\n[services.dovecot]\n") {
             panic!("writing the config: {err}");
         }
-        let config = match load(&path) {
+        let config = match load_with_root(&path, dir.path()) {
             Ok(config) => config,
             Err(errors) => panic!("unexpected errors:\n{errors}"),
         };
@@ -475,5 +512,107 @@ mod tests {
         let recovery = merged.recovery();
         assert_eq!(recovery.max_restarts, 9);
         assert_eq!(recovery.verify_after, Recovery::default().verify_after);
+    }
+
+    /// Writes `text` to the host path `path` below `root`.
+    fn write_below(root: &Path, path: &str, text: &str) {
+        let host = root.join(path.trim_start_matches('/'));
+        if let Some(parent) = host.parent() {
+            if let Err(err) = std::fs::create_dir_all(parent) {
+                panic!("creating {}: {err}", parent.display());
+            }
+        }
+        if let Err(err) = std::fs::write(&host, text) {
+            panic!("writing {}: {err}", host.display());
+        }
+    }
+
+    /// Builds a root whose Postfix listens on 25 and 587 and whose OpenDKIM config is missing.
+    fn postfix_root() -> tempfile::TempDir {
+        let root = tempdir();
+        write_below(
+            root.path(),
+            "/etc/postfix/master.cf",
+            "smtp      inet  n       -       y       -       -       smtpd\n\
+             submission inet n       -       y       -       -       smtpd\n\
+             \x20 -o syslog_name=postfix/submission\n",
+        );
+        write_below(
+            root.path(),
+            "/etc/postfix/main.cf",
+            "inet_interfaces = loopback-only\n",
+        );
+        root
+    }
+
+    fn sources(service: &ServiceConfig) -> Vec<String> {
+        service
+            .probes
+            .iter()
+            .map(|probe| format!("{probe} <- {}", describe_source(probe)))
+            .collect()
+    }
+
+    #[test]
+    fn load_applies_discovery() {
+        let root = postfix_root();
+        let path = root.path().join("selfheal.toml");
+        write_below(
+            root.path(),
+            "/selfheal.toml",
+            "[services.postfix]\n[services.opendkim]\n[services.dovecot]\n",
+        );
+        let config = match load_with_root(&path, root.path()) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        };
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let listed: Vec<Vec<String>> = config.services.iter().map(sources).collect();
+        assert_eq!(
+            listed,
+            [
+                vec![
+                    "smtp 127.0.0.1:25 <- from /etc/postfix/master.cf:1".to_string(),
+                    "smtp 127.0.0.1:587 (starttls) <- from /etc/postfix/master.cf:2".to_string(),
+                ],
+                vec![
+                    "milter /run/opendkim/opendkim.sock <- preset default: /etc/opendkim.conf \
+                     not found"
+                        .to_string()
+                ],
+                vec!["imap 127.0.0.1:143 <- preset default".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn from_presets_applies_discovery() {
+        let root = postfix_root();
+        let config = from_presets_with_root(&["postfix"], root.path());
+        let Some(postfix) = config.service("postfix") else {
+            panic!("postfix missing");
+        };
+        assert_eq!(postfix.probes.len(), 2);
+        assert_eq!(postfix.probes[1].source, "/etc/postfix/master.cf:2");
+    }
+
+    #[tokio::test]
+    async fn rendered_config_loads_with_discovery() {
+        let found = detect_with(|_| std::future::ready(true)).await;
+        assert_eq!(found.len(), presets().len());
+        let root = postfix_root();
+        write_below(root.path(), "/selfheal.toml", &render_config(&found));
+        let path = root.path().join("selfheal.toml");
+        let config = match load_with_root(&path, root.path()) {
+            Ok(config) => config,
+            Err(errors) => panic!("rendered config has errors:\n{errors}"),
+        };
+        let Some(postfix) = config.service("postfix") else {
+            panic!("postfix missing from the rendered config");
+        };
+        assert_eq!(postfix.probes[0].source, "/etc/postfix/master.cf:1");
+        for service in &config.services {
+            assert!(!service.probes.is_empty(), "{} has no probe", service.name);
+        }
     }
 }

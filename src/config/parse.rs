@@ -8,17 +8,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use toml_edit::{ImDocument, Item, Table, TableLike, TomlError, Value};
 
+use super::discover::parse_milter_address;
 use super::presets::{self, Preset};
 use super::{
     default_sendmail, AlertConfig, Config, ConfigError, ConfigErrors, Mode, RelayConfig,
-    ServiceConfig, Timing, TlsMode, DEFAULT_CONTROL_SOCKET, DEFAULT_INTERVAL,
-    DEFAULT_JOURNAL_LINES, DEFAULT_PROBE_TIMEOUT, DEFAULT_RELAY_TIMEOUT, DEFAULT_RESTART_TIMEOUT,
-    DEFAULT_SENDMAIL, DEFAULT_STATE_DIR,
+    ServiceConfig, Timing, TlsMode, CONFIG_SOURCE, DEFAULT_CONTROL_SOCKET, DEFAULT_DNS_NAME,
+    DEFAULT_HELO_NAME, DEFAULT_INTERVAL, DEFAULT_JOURNAL_LINES, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_RELAY_TIMEOUT, DEFAULT_RESTART_TIMEOUT, DEFAULT_SENDMAIL, DEFAULT_STATE_DIR,
 };
 use crate::manager::CommandSpec;
-use crate::probe::ProbeSpec;
+use crate::probe::{Endpoint, ProbeSpec, Protocol, StatusClass, TlsMode as ProbeTlsMode};
 
 /// Known keys of one kind of table, each with the example shown when it is wrong.
 type Keys = &'static [(&'static str, &'static str)];
@@ -92,10 +94,289 @@ const SERVICE_KEYS: Keys = &[
 /// Service keys that make a service managed by commands instead of a systemd unit.
 const COMMAND_KEYS: [&str; 5] = ["start", "stop", "restart", "pidfile", "process"];
 
-const PROBE_KEYS: Keys = &[
-    ("tcp", r#"tcp = "127.0.0.1:25""#),
-    ("unix", r#"unix = "/run/opendkim/opendkim.sock""#),
+/// Keys that name a probe's kind and endpoint, such as `smtp = "127.0.0.1:25"`; one per probe.
+const PROBE_KIND_KEYS: Keys = &[
+    ("tcp", r#"probe = { tcp = "127.0.0.1:10030" }"#),
+    (
+        "unix",
+        r#"probe = { unix = "/run/opendkim/opendkim.sock" }"#,
+    ),
+    ("tls", r#"probe = { tls = "127.0.0.1:10031" }"#),
+    ("smtp", r#"probe = { smtp = "127.0.0.1:25" }"#),
+    (
+        "lmtp",
+        r#"probe = { lmtp = "/var/spool/postfix/private/dovecot-lmtp" }"#,
+    ),
+    ("imap", r#"probe = { imap = "127.0.0.1:143" }"#),
+    ("pop3", r#"probe = { pop3 = "127.0.0.1:110" }"#),
+    ("http", r#"probe = { http = "127.0.0.1:80" }"#),
+    ("spamd", r#"probe = { spamd = "127.0.0.1:783" }"#),
+    ("milter", r#"probe = { milter = "inet:8891@localhost" }"#),
+    ("mysql", r#"probe = { mysql = "/run/mysqld/mysqld.sock" }"#),
+    ("dns", r#"probe = { dns = "127.0.0.1:53" }"#),
+    (
+        "fail2ban",
+        r#"probe = { fail2ban = "/run/fail2ban/fail2ban.sock" }"#,
+    ),
+    (
+        "syslog",
+        r#"probe = { syslog = "/run/systemd/journal/syslog" }"#,
+    ),
+    (
+        "command",
+        r#"probe = { command = ["/usr/local/bin/filter-check", "--quick"] }"#,
+    ),
 ];
+
+/// Keys that set options of a probe; which kinds take each is in [`ProbeKind::options`].
+const PROBE_OPTION_KEYS: Keys = &[
+    ("tls", r#"probe = { smtp = "127.0.0.1:465", tls = true }"#),
+    (
+        "starttls",
+        r#"probe = { smtp = "127.0.0.1:587", starttls = true }"#,
+    ),
+    (
+        "server_name",
+        r#"probe = { imap = "127.0.0.1:993", tls = true, server_name = "mail.example.org" }"#,
+    ),
+    (
+        "verify_cert",
+        r#"probe = { smtp = "127.0.0.1:465", tls = true, verify_cert = true }"#,
+    ),
+    (
+        "cert_warn_days",
+        r#"probe = { tls = "127.0.0.1:443", cert_warn_days = 14 }"#,
+    ),
+    (
+        "helo_name",
+        r#"probe = { smtp = "127.0.0.1:25", helo_name = "selfheal.invalid" }"#,
+    ),
+    ("path", r#"probe = { http = "127.0.0.1:80", path = "/" }"#),
+    (
+        "host",
+        r#"probe = { http = "127.0.0.1:80", host = "localhost" }"#,
+    ),
+    (
+        "expect",
+        r#"probe = { http = "127.0.0.1:80", expect = "2xx" }"#,
+    ),
+    ("send", SEND_EXPECT_EXAMPLE),
+    (
+        "name",
+        r#"probe = { dns = "127.0.0.1:53", name = "localhost." }"#,
+    ),
+    (
+        "outside_name",
+        r#"probe = { dns = "127.0.0.1:53", outside_name = "debian.org." }"#,
+    ),
+    (
+        "credentials",
+        r#"probe = { mysql = "/run/mysqld/mysqld.sock", credentials = "/etc/mysql/debian.cnf" }"#,
+    ),
+    (
+        "verify_file",
+        r#"probe = { syslog = "/run/systemd/journal/syslog", verify_file = "/var/log/syslog" }"#,
+    ),
+];
+
+/// Example of `send` and `expect` on a tcp or unix probe.
+const SEND_EXPECT_EXAMPLE: &str =
+    r#"probe = { tcp = "127.0.0.1:10030", send = "PING\r\n", expect = "PONG" }"#;
+
+/// Probe options that only mean something once TLS is on.
+const TLS_ONLY_OPTIONS: [&str; 3] = ["server_name", "verify_cert", "cert_warn_days"];
+
+/// Upper bound of `cert_warn_days`, one year, so that a typo such as 1400 is reported instead
+/// of turning every certificate into a warning.
+const MAX_CERT_WARN_DAYS: i64 = 365;
+
+/// Maximum length in bytes of a DNS name in text form, without the final dot (RFC 1035).
+const MAX_DNS_NAME: usize = 253;
+
+/// Maximum length in bytes of one label of a DNS name (RFC 1035).
+const MAX_DNS_LABEL: usize = 63;
+
+/// The kind of a probe, named by the key that gives its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    Tcp,
+    Unix,
+    Tls,
+    Smtp,
+    Lmtp,
+    Imap,
+    Pop3,
+    Http,
+    Spamd,
+    Milter,
+    Mysql,
+    Dns,
+    Fail2ban,
+    Syslog,
+    Command,
+}
+
+/// Form of the value of a probe kind's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndpointForm {
+    /// `host:port`.
+    Tcp,
+    /// An absolute Unix socket path.
+    Unix,
+    /// `host:port` or an absolute Unix socket path.
+    Either,
+    /// Milter notation (`inet:PORT@HOST`, `unix:/path`), or `host:port` or a socket path.
+    Milter,
+    /// A program with its arguments instead of an endpoint.
+    Command,
+}
+
+impl ProbeKind {
+    const ALL: [ProbeKind; 15] = [
+        ProbeKind::Tcp,
+        ProbeKind::Unix,
+        ProbeKind::Tls,
+        ProbeKind::Smtp,
+        ProbeKind::Lmtp,
+        ProbeKind::Imap,
+        ProbeKind::Pop3,
+        ProbeKind::Http,
+        ProbeKind::Spamd,
+        ProbeKind::Milter,
+        ProbeKind::Mysql,
+        ProbeKind::Dns,
+        ProbeKind::Fail2ban,
+        ProbeKind::Syslog,
+        ProbeKind::Command,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Unix => "unix",
+            ProbeKind::Tls => "tls",
+            ProbeKind::Smtp => "smtp",
+            ProbeKind::Lmtp => "lmtp",
+            ProbeKind::Imap => "imap",
+            ProbeKind::Pop3 => "pop3",
+            ProbeKind::Http => "http",
+            ProbeKind::Spamd => "spamd",
+            ProbeKind::Milter => "milter",
+            ProbeKind::Mysql => "mysql",
+            ProbeKind::Dns => "dns",
+            ProbeKind::Fail2ban => "fail2ban",
+            ProbeKind::Syslog => "syslog",
+            ProbeKind::Command => "command",
+        }
+    }
+
+    /// Finds the kind a probe table entry names. `tls` names the TLS probe only with a string
+    /// value; `tls = true` is the option that turns on implicit TLS.
+    fn of(name: &str, value: Option<&Value>) -> Option<ProbeKind> {
+        if name == "tls" && !value.is_some_and(Value::is_str) {
+            return None;
+        }
+        ProbeKind::ALL.into_iter().find(|kind| kind.key() == name)
+    }
+
+    fn form(self) -> EndpointForm {
+        match self {
+            ProbeKind::Tcp | ProbeKind::Tls | ProbeKind::Dns => EndpointForm::Tcp,
+            ProbeKind::Unix | ProbeKind::Fail2ban | ProbeKind::Syslog => EndpointForm::Unix,
+            ProbeKind::Smtp
+            | ProbeKind::Lmtp
+            | ProbeKind::Imap
+            | ProbeKind::Pop3
+            | ProbeKind::Http
+            | ProbeKind::Spamd
+            | ProbeKind::Mysql => EndpointForm::Either,
+            ProbeKind::Milter => EndpointForm::Milter,
+            ProbeKind::Command => EndpointForm::Command,
+        }
+    }
+
+    /// Option keys this kind takes.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            ProbeKind::Tcp => &[
+                "tls",
+                "server_name",
+                "verify_cert",
+                "cert_warn_days",
+                "send",
+                "expect",
+            ],
+            ProbeKind::Unix => &["send", "expect"],
+            ProbeKind::Tls => &["server_name", "verify_cert", "cert_warn_days"],
+            ProbeKind::Smtp | ProbeKind::Lmtp => &[
+                "tls",
+                "starttls",
+                "server_name",
+                "verify_cert",
+                "cert_warn_days",
+                "helo_name",
+            ],
+            ProbeKind::Imap | ProbeKind::Pop3 => &[
+                "tls",
+                "starttls",
+                "server_name",
+                "verify_cert",
+                "cert_warn_days",
+            ],
+            ProbeKind::Http => &[
+                "tls",
+                "server_name",
+                "verify_cert",
+                "cert_warn_days",
+                "path",
+                "host",
+                "expect",
+            ],
+            ProbeKind::Mysql => &["credentials"],
+            ProbeKind::Dns => &["name", "outside_name"],
+            ProbeKind::Syslog => &["verify_file"],
+            ProbeKind::Spamd | ProbeKind::Milter | ProbeKind::Fail2ban | ProbeKind::Command => &[],
+        }
+    }
+
+    /// Checks whether the kind's protocol has a STARTTLS command.
+    fn has_starttls(self) -> bool {
+        self.options().contains(&"starttls")
+    }
+}
+
+/// Endpoint of a probe, or the program of a command probe.
+enum ProbeTarget {
+    Endpoint(Endpoint),
+    Command(Vec<String>),
+}
+
+/// Option keys read from one probe table, each already validated on its own.
+#[derive(Default)]
+struct ProbeOptions {
+    tls: bool,
+    /// Key line and path of `starttls = true`, for the conflict with `tls = true`.
+    starttls: Option<(usize, String)>,
+    /// TLS-only options present, with their key lines and paths, for the check that TLS is on.
+    tls_only: Vec<(&'static str, usize, String)>,
+    server_name: Option<String>,
+    verify_cert: Option<bool>,
+    cert_warn_days: Option<u32>,
+    helo_name: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    /// `expect` of an http probe.
+    status: Option<StatusClass>,
+    send: Option<String>,
+    /// Key line and path of `send`, for the check that `expect` comes with it.
+    send_key: Option<(usize, String)>,
+    /// `expect` of a tcp or unix probe.
+    expect_text: Option<String>,
+    name: Option<String>,
+    outside_name: Option<String>,
+    credentials: Option<PathBuf>,
+    verify_file: Option<PathBuf>,
+}
 
 /// Unit types of systemd, which end a unit name as its suffix.
 const UNIT_SUFFIXES: [&str; 11] = [
@@ -959,7 +1240,7 @@ impl<'t> Checker<'t> {
                     password_line = Some(entry.line);
                     password_file = self.absolute_path(&entry);
                     if let Some(path) = &password_file {
-                        self.check_password_file(&entry, path);
+                        self.check_secret_file(&entry, path, "password file");
                     }
                 }
                 "timeout" => timeout = self.duration(&entry, false),
@@ -1027,32 +1308,31 @@ impl<'t> Checker<'t> {
         Some(host.to_string())
     }
 
-    /// Checks that the password file can be read now, and warns when other users can read it.
-    fn check_password_file(&mut self, field: &Field<'_>, path: &Path) {
+    /// Checks that a file with a secret can be read now, and warns when other users can read
+    /// it. `noun` names the file in messages, such as "password file". Returns whether the file
+    /// is readable.
+    fn check_secret_file(&mut self, field: &Field<'_>, path: &Path, noun: &str) -> bool {
         let display = path.display();
         let metadata = match fs::metadata(path) {
             Ok(metadata) => metadata,
             Err(err) => {
-                self.invalid(field, format!("cannot read password file {display}: {err}"));
-                return;
+                self.invalid(field, format!("cannot read {noun} {display}: {err}"));
+                return false;
             }
         };
         if !metadata.is_file() {
-            self.invalid(
-                field,
-                format!("password file {display} is not a regular file"),
-            );
-            return;
+            self.invalid(field, format!("{noun} {display} is not a regular file"));
+            return false;
         }
         if let Err(err) = File::open(path) {
             self.invalid(
                 field,
                 format!(
-                    "cannot read password file {display}: {err}; make it readable by the user \
+                    "cannot read {noun} {display}: {err}; make it readable by the user \
                      selfheal runs as"
                 ),
             );
-            return;
+            return false;
         }
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -1060,12 +1340,13 @@ impl<'t> Checker<'t> {
                 field.line,
                 &field.path,
                 format!(
-                    "password file {display} has mode {mode:04o}, so other users may read it; \
+                    "{noun} {display} has mode {mode:04o}, so other users may read it; \
                      run `chmod 600 {display}`"
                 ),
                 "",
             );
         }
+        true
     }
 
     fn services(&mut self, field: &Field<'_>, mode: Mode, defaults: Timing) -> Vec<ServiceConfig> {
@@ -1383,8 +1664,8 @@ impl<'t> Checker<'t> {
             Some(true) => {
                 self.invalid(
                     field,
-                    "`probe = true` names no endpoint; give { tcp = \"host:port\" } or \
-                     { unix = \"/path\" }, or false for none"
+                    "`probe = true` names no endpoint; give a probe table such as \
+                     { smtp = \"127.0.0.1:25\" }, or false for none"
                         .to_string(),
                 );
                 return None;
@@ -1394,7 +1675,7 @@ impl<'t> Checker<'t> {
         if field.node.table().is_none() {
             self.wrong_type(
                 field,
-                "a probe table such as { tcp = \"127.0.0.1:25\" }, or false",
+                "a probe table such as { smtp = \"127.0.0.1:25\" }, or false",
             );
             return None;
         }
@@ -1413,70 +1694,467 @@ impl<'t> Checker<'t> {
             .collect();
         (probes.len() == elements.len()).then_some(probes)
     }
+}
 
+/// Probe tables: `probe = { smtp = "127.0.0.1:25", starttls = true }` and the elements of
+/// `probes`.
+impl Checker<'_> {
+    /// Reads one probe table: exactly one kind key with its endpoint, and the options that kind
+    /// takes. Returns `None` after reporting any problem.
     fn probe(&mut self, field: &Field<'_>) -> Option<ProbeSpec> {
-        let table = self.table(field, "a probe table such as { tcp = \"127.0.0.1:25\" }")?;
-        let mut endpoints = 0;
-        let mut unknown_keys = 0;
-        let mut probe = None;
-        for entry in self.fields(table, &field.path, field.line, &[PROBE_KEYS]) {
-            match entry.name {
-                "tcp" => {
-                    endpoints += 1;
-                    probe = self.tcp_probe(&entry);
+        let table = self.table(field, "a probe table such as { smtp = \"127.0.0.1:25\" }")?;
+        let known = [PROBE_KIND_KEYS, PROBE_OPTION_KEYS];
+        let mut kinds = Vec::new();
+        let mut option_fields = Vec::new();
+        let mut valid = true;
+        for entry in self.fields(table, &field.path, field.line, &known) {
+            match ProbeKind::of(entry.name, entry.node.value()) {
+                Some(kind) => kinds.push((kind, entry)),
+                None if known_example(&[PROBE_OPTION_KEYS], entry.name).is_empty() => {
+                    valid = false;
+                    self.unknown_key(&entry, &known);
                 }
-                "unix" => {
-                    endpoints += 1;
-                    probe = self
-                        .absolute_path(&entry)
-                        .map(|path| ProbeSpec::unix(path, "config"));
-                }
-                _ => {
-                    unknown_keys += 1;
-                    self.unknown_key(&entry, &[PROBE_KEYS]);
-                }
+                None => option_fields.push(entry),
             }
         }
-        match endpoints {
-            // A misspelt endpoint key is already reported as unknown.
-            0 if unknown_keys > 0 => None,
+
+        let (kind, kind_field) = match kinds.len() {
+            // A misspelt kind key is already reported as unknown.
+            0 if !valid => return None,
             0 => {
                 self.error(
                     field.line,
                     &field.path,
-                    "a probe needs an endpoint, `tcp` or `unix`".to_string(),
+                    "a probe needs an endpoint: one protocol key such as `smtp`, `tcp` or \
+                     `unix`"
+                        .to_string(),
                     example_of(SERVICE_KEYS, "probe"),
+                );
+                return None;
+            }
+            1 => kinds.remove(0),
+            _ => {
+                let (first, _) = &kinds[0];
+                let (second, second_field) = &kinds[1];
+                self.error(
+                    second_field.key_line,
+                    &second_field.path,
+                    format!(
+                        "a probe has one endpoint, but `{}` and `{}` both name one; list \
+                         several probes with `probes`",
+                        first.key(),
+                        second.key()
+                    ),
+                    example_of(SERVICE_KEYS, "probes"),
+                );
+                return None;
+            }
+        };
+
+        let target = self.probe_target(kind, &kind_field);
+        let options = self.probe_options(kind, &option_fields);
+        let (target, options) = (target?, options?);
+        valid.then(|| build_probe(kind, target, options))
+    }
+
+    /// Reads the value of the kind key: the endpoint, or the command of a command probe.
+    fn probe_target(&mut self, kind: ProbeKind, field: &Field<'_>) -> Option<ProbeTarget> {
+        let form = kind.form();
+        if form == EndpointForm::Command {
+            return self.probe_command(field).map(ProbeTarget::Command);
+        }
+        let text = self.string(field)?;
+        let takes_path = matches!(
+            form,
+            EndpointForm::Unix | EndpointForm::Either | EndpointForm::Milter
+        );
+        if form == EndpointForm::Unix || (takes_path && text.starts_with('/')) {
+            let path = self.socket_path(field)?;
+            return Some(ProbeTarget::Endpoint(Endpoint::Unix { path }));
+        }
+
+        let parsed = if form == EndpointForm::Milter && is_milter_notation(text) {
+            parse_milter_address(text)
+        } else if text.starts_with('/') {
+            Err(format!(
+                "a {} probe needs host:port, not a socket path",
+                kind.key()
+            ))
+        } else if takes_path && !text.contains(':') {
+            let milter = if form == EndpointForm::Milter {
+                ", or milter notation such as inet:8891@localhost or unix:/path"
+            } else {
+                ""
+            };
+            Err(format!(
+                "expected host:port such as 127.0.0.1:25, or an absolute socket path{milter}"
+            ))
+        } else {
+            check_tcp_address(text)
+                .map_err(str::to_string)
+                .and_then(|()| Endpoint::parse(text))
+        };
+        match parsed {
+            Ok(Endpoint::Unix { path }) if path.as_os_str().len() > MAX_SOCKET_PATH => {
+                self.invalid(
+                    field,
+                    format!(
+                        "socket path {} is {} bytes long, but a Unix socket path holds at \
+                         most {MAX_SOCKET_PATH} bytes",
+                        path.display(),
+                        path.as_os_str().len()
+                    ),
                 );
                 None
             }
-            1 => probe,
-            _ => {
-                self.error(
-                    field.line,
-                    &field.path,
-                    "a probe has one endpoint, `tcp` or `unix`; list several probes with \
-                     `probes`"
-                        .to_string(),
-                    example_of(SERVICE_KEYS, "probes"),
+            Ok(endpoint) => Some(ProbeTarget::Endpoint(endpoint)),
+            Err(reason) => {
+                self.invalid(
+                    field,
+                    format!("invalid {} probe address \"{text}\": {reason}", kind.key()),
                 );
                 None
             }
         }
     }
 
-    fn tcp_probe(&mut self, field: &Field<'_>) -> Option<ProbeSpec> {
-        let address = self.string(field)?;
-        match check_tcp_address(address) {
-            Ok(()) => ProbeSpec::tcp(address, "config").ok(),
-            Err(reason) => {
+    /// Reads the program and arguments of a command probe. The program is an absolute path to
+    /// an executable file, because no shell or PATH lookup runs it.
+    fn probe_command(&mut self, field: &Field<'_>) -> Option<Vec<String>> {
+        let argv = self.command(field)?;
+        let program = argv.first()?;
+        if !program.starts_with('/') {
+            self.invalid(
+                field,
+                format!(
+                    "the program must be an absolute path such as \
+                     /usr/local/bin/filter-check, found \"{program}\""
+                ),
+            );
+            return None;
+        }
+        match fs::metadata(program) {
+            Ok(metadata) if metadata.is_file() && metadata.permissions().mode() & 0o111 != 0 => {
+                Some(argv)
+            }
+            Ok(_) => {
                 self.invalid(
                     field,
-                    format!("invalid tcp probe address \"{address}\": {reason}"),
+                    format!("{program} is not an executable file; check the path and its mode"),
+                );
+                None
+            }
+            Err(err) => {
+                self.invalid(
+                    field,
+                    format!("probe program {program} not found: {err}; check the path"),
                 );
                 None
             }
         }
     }
+
+    /// Reads the option keys of a probe of `kind` and checks the ones that depend on each
+    /// other. Returns `None` after reporting any problem.
+    fn probe_options(&mut self, kind: ProbeKind, fields: &[Field<'_>]) -> Option<ProbeOptions> {
+        let mut options = ProbeOptions::default();
+        let mut valid = true;
+        for field in fields {
+            if !kind.options().contains(&field.name) {
+                self.misplaced_option(kind, field);
+                valid = false;
+                continue;
+            }
+            valid &= self.probe_option(kind, field, &mut options).is_some();
+        }
+
+        let tls_on = options.tls || options.starttls.is_some() || kind == ProbeKind::Tls;
+        if let (true, Some((line, path))) = (options.tls, &options.starttls) {
+            self.error(
+                *line,
+                path,
+                "`starttls = true` and `tls = true` are both set; keep `tls` for TLS from the \
+                 first byte (ports 465, 993, 995) or `starttls` for an upgrade after the \
+                 greeting (ports 587, 143, 110)"
+                    .to_string(),
+                example_of(PROBE_OPTION_KEYS, "starttls"),
+            );
+            valid = false;
+        }
+        if !tls_on {
+            let turn_on = if kind.has_starttls() {
+                "`tls = true` or `starttls = true`"
+            } else {
+                "`tls = true`"
+            };
+            for (name, line, path) in &options.tls_only {
+                self.error(
+                    *line,
+                    path,
+                    format!("`{name}` applies only to a probe with TLS; add {turn_on}"),
+                    example_of(PROBE_OPTION_KEYS, name),
+                );
+                valid = false;
+            }
+        }
+        if let (Some((line, path)), None) = (&options.send_key, &options.expect_text) {
+            self.error(
+                *line,
+                path,
+                "`send` needs `expect`, the text a reply line must contain".to_string(),
+                SEND_EXPECT_EXAMPLE,
+            );
+            valid = false;
+        }
+        valid.then_some(options)
+    }
+
+    /// Reports an option key that the probe's kind does not take, with the kinds that do.
+    fn misplaced_option(&mut self, kind: ProbeKind, field: &Field<'_>) {
+        let takers: Vec<&str> = ProbeKind::ALL
+            .into_iter()
+            .filter(|other| other.options().contains(&field.name))
+            .map(ProbeKind::key)
+            .collect();
+        let mut message = format!(
+            "`{}` does not apply to {} probes; it applies to {} probes",
+            field.name,
+            kind.key(),
+            join_with_and(&takers)
+        );
+        if field.name == "tls" {
+            message.push_str(", and a string value makes a tls probe of its own");
+        }
+        let example = if field.name == "expect" && kind != ProbeKind::Http {
+            SEND_EXPECT_EXAMPLE
+        } else {
+            example_of(PROBE_OPTION_KEYS, field.name)
+        };
+        self.error(field.key_line, &field.path, message, example);
+    }
+
+    /// Reads one option key that `kind` takes into `options`; `None` when it is invalid.
+    fn probe_option(
+        &mut self,
+        kind: ProbeKind,
+        field: &Field<'_>,
+        options: &mut ProbeOptions,
+    ) -> Option<()> {
+        if let Some(name) = TLS_ONLY_OPTIONS.iter().find(|name| **name == field.name) {
+            options
+                .tls_only
+                .push((*name, field.key_line, field.path.clone()));
+        }
+        match field.name {
+            "tls" => {
+                let Some(tls) = field.node.value().and_then(Value::as_bool) else {
+                    self.wrong_type(field, "true or false");
+                    return None;
+                };
+                options.tls = tls;
+            }
+            "starttls" => {
+                if self.boolean(field)? {
+                    options.starttls = Some((field.key_line, field.path.clone()));
+                }
+            }
+            "server_name" => {
+                let name = self.word(field)?;
+                if ServerName::try_from(name).is_err() {
+                    self.invalid(
+                        field,
+                        format!(
+                            "invalid server name \"{name}\"; expected a DNS name such as \
+                             mail.example.org or an IP address"
+                        ),
+                    );
+                    return None;
+                }
+                options.server_name = Some(name.to_string());
+            }
+            "verify_cert" => options.verify_cert = Some(self.boolean(field)?),
+            "cert_warn_days" => {
+                options.cert_warn_days = Some(self.count(field, 0..=MAX_CERT_WARN_DAYS)?);
+            }
+            "helo_name" => {
+                let name = self.word(field)?;
+                if let Err(reason) = check_helo_name(name) {
+                    self.invalid(field, format!("invalid helo_name \"{name}\": {reason}"));
+                    return None;
+                }
+                options.helo_name = Some(name.to_string());
+            }
+            "path" => {
+                let path = self.word(field)?;
+                if !path.starts_with('/') {
+                    self.invalid(
+                        field,
+                        format!("an HTTP path starts with /, found \"{path}\""),
+                    );
+                    return None;
+                }
+                options.path = Some(path.to_string());
+            }
+            "host" => {
+                let host = self.word(field)?;
+                if host.contains('/') {
+                    self.invalid(
+                        field,
+                        format!(
+                            "host \"{host}\" contains /; give the Host header value only, \
+                             such as localhost or mail.example.org"
+                        ),
+                    );
+                    return None;
+                }
+                options.host = Some(host.to_string());
+            }
+            "expect" if kind == ProbeKind::Http => {
+                let text = self.string(field)?;
+                match parse_status_class(text) {
+                    Some(class) => options.status = Some(class),
+                    None => {
+                        self.invalid(
+                            field,
+                            format!(
+                                "invalid status class \"{text}\"; expected \"2xx\", \"3xx\", \
+                                 \"4xx\" or \"5xx\""
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            "expect" => {
+                let Some(text) = field.node.value().and_then(Value::as_str) else {
+                    let found = self.describe(field.node);
+                    self.error(
+                        field.line,
+                        &field.path,
+                        format!("expected a string, found {found}"),
+                        SEND_EXPECT_EXAMPLE,
+                    );
+                    return None;
+                };
+                if text.is_empty() || text.contains(['\r', '\n']) {
+                    self.error(
+                        field.line,
+                        &field.path,
+                        format!(
+                            "`expect` is matched against one reply line at a time, so it must \
+                             be non-empty and without line breaks, found {text:?}"
+                        ),
+                        SEND_EXPECT_EXAMPLE,
+                    );
+                    return None;
+                }
+                options.expect_text = Some(text.to_string());
+            }
+            "send" => {
+                options.send_key = Some((field.key_line, field.path.clone()));
+                options.send = Some(self.string(field)?.to_string());
+            }
+            "name" => options.name = Some(self.dns_name(field)?),
+            "outside_name" => options.outside_name = Some(self.dns_name(field)?),
+            "credentials" => {
+                let path = self.absolute_path(field)?;
+                if !self.check_secret_file(field, &path, "credentials file") {
+                    return None;
+                }
+                options.credentials = Some(path);
+            }
+            "verify_file" => options.verify_file = Some(self.absolute_path(field)?),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Reads a DNS name, adding the final dot when it is missing.
+    fn dns_name(&mut self, field: &Field<'_>) -> Option<String> {
+        let name = self.word(field)?;
+        match check_dns_name(name) {
+            Ok(()) if name.ends_with('.') => Some(name.to_string()),
+            Ok(()) => Some(format!("{name}.")),
+            Err(reason) => {
+                self.invalid(field, format!("invalid DNS name \"{name}\": {reason}"));
+                None
+            }
+        }
+    }
+}
+
+/// Builds the probe from checked parts.
+fn build_probe(kind: ProbeKind, target: ProbeTarget, options: ProbeOptions) -> ProbeSpec {
+    let helo_name = || {
+        options
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HELO_NAME.to_string())
+    };
+    let (argv, endpoint) = match target {
+        ProbeTarget::Command(argv) => (argv, None),
+        ProbeTarget::Endpoint(endpoint) => (Vec::new(), Some(endpoint)),
+    };
+    let protocol = match kind {
+        ProbeKind::Tcp | ProbeKind::Unix => match &options.expect_text {
+            Some(expect) => Protocol::SendExpect {
+                send: options.send.clone().unwrap_or_default(),
+                expect: expect.clone(),
+            },
+            None => Protocol::Connect,
+        },
+        ProbeKind::Tls => Protocol::Connect,
+        ProbeKind::Smtp => Protocol::Smtp {
+            helo_name: helo_name(),
+        },
+        ProbeKind::Lmtp => Protocol::Lmtp {
+            helo_name: helo_name(),
+        },
+        ProbeKind::Imap => Protocol::Imap,
+        ProbeKind::Pop3 => Protocol::Pop3,
+        ProbeKind::Http => Protocol::Http {
+            path: options.path.clone().unwrap_or_else(|| "/".to_string()),
+            host: options
+                .host
+                .clone()
+                .unwrap_or_else(|| "localhost".to_string()),
+            expect: options.status.unwrap_or(StatusClass(2)),
+        },
+        ProbeKind::Spamd => Protocol::Spamd,
+        ProbeKind::Milter => Protocol::Milter,
+        ProbeKind::Mysql => Protocol::Mysql {
+            credentials: options.credentials.clone(),
+        },
+        ProbeKind::Dns => Protocol::Dns {
+            name: options
+                .name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DNS_NAME.to_string()),
+            outside_name: options.outside_name.clone(),
+        },
+        ProbeKind::Fail2ban => Protocol::Fail2ban,
+        ProbeKind::Syslog => Protocol::Syslog {
+            verify_file: options.verify_file.clone(),
+        },
+        ProbeKind::Command => Protocol::Command { argv },
+    };
+
+    let mut spec = ProbeSpec::new(protocol, endpoint, CONFIG_SOURCE);
+    spec.tls.mode = if kind == ProbeKind::Tls || options.tls {
+        ProbeTlsMode::Implicit
+    } else if options.starttls.is_some() {
+        ProbeTlsMode::Starttls
+    } else {
+        ProbeTlsMode::Off
+    };
+    spec.tls.server_name = options.server_name;
+    if let Some(verify) = options.verify_cert {
+        spec.tls.verify = verify;
+    }
+    if let Some(days) = options.cert_warn_days {
+        spec.tls.warn_days = days;
+    }
+    spec
 }
 
 /// Returns the example of a key in `keys`; empty when `keys` does not have it.
@@ -1607,6 +2285,88 @@ fn check_tcp_address(address: &str) -> Result<(), &'static str> {
         return Err("the host must not contain spaces");
     }
     Ok(())
+}
+
+/// Checks an EHLO/LHLO name: a host name, or an address literal such as `[127.0.0.1]`.
+fn check_helo_name(name: &str) -> Result<(), &'static str> {
+    if let Some(literal) = name.strip_prefix('[') {
+        let valid = literal.strip_suffix(']').is_some_and(|address| {
+            address.parse::<std::net::Ipv4Addr>().is_ok()
+                || address
+                    .strip_prefix("IPv6:")
+                    .is_some_and(|v6| v6.parse::<Ipv6Addr>().is_ok())
+        });
+        return if valid {
+            Ok(())
+        } else {
+            Err("an address literal is [IPv4] or [IPv6:address], such as [127.0.0.1]")
+        };
+    }
+    check_dns_name(name).map_err(|_| "expected a host name such as mail.example.org")
+}
+
+/// Checks a DNS name in text form, with or without the final dot: labels of letters, digits,
+/// `-` and `_`, each 1 to 63 bytes, at most 253 bytes in all. `.` alone is the root.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    if name == "." {
+        return Ok(());
+    }
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Err("the name is empty".to_string());
+    }
+    if bare.len() > MAX_DNS_NAME {
+        return Err(format!(
+            "it is {} bytes long, but a DNS name has at most {MAX_DNS_NAME}",
+            bare.len()
+        ));
+    }
+    for label in bare.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (two dots in a row, or a leading dot)".to_string());
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Err(format!(
+                "label \"{label}\" is longer than {MAX_DNS_LABEL} bytes"
+            ));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "label \"{label}\" has characters other than letters, digits, - and _"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads an HTTP status class written as `"2xx"` (also `"2XX"`); 1xx is never a final status,
+/// so only 2 to 5 are accepted.
+fn parse_status_class(text: &str) -> Option<StatusClass> {
+    let mut chars = text.chars();
+    let digit = chars.next()?.to_digit(10)?;
+    let rest: String = chars.collect();
+    let class = u8::try_from(digit).ok()?;
+    ((2..=5).contains(&class) && rest.eq_ignore_ascii_case("xx")).then_some(StatusClass(class))
+}
+
+/// Checks whether an address uses milter notation, such as `inet:8891@localhost` or `unix:/path`.
+fn is_milter_notation(text: &str) -> bool {
+    ["unix:", "local:", "inet:", "inet6:"].iter().any(|prefix| {
+        text.get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    })
+}
+
+/// Joins names as "a, b and c".
+fn join_with_and(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 fn check_unit_name(unit: &str) -> Result<(), String> {
@@ -1758,8 +2518,9 @@ critical = true
         assert_eq!(postfix.units, ["postfix@-.service", "postfix.service"]);
         assert_eq!(
             postfix.probes,
-            [ProbeSpec::tcp("127.0.0.1:25", "preset").unwrap()]
+            presets::preset("postfix").map_or_else(Vec::new, Preset::probe_specs)
         );
+        assert_eq!(postfix.probes[0].protocol.name(), "smtp");
         assert!(postfix.critical);
         assert_eq!(postfix.mode, Mode::Heal);
         assert_eq!(postfix.probe_timeout, Duration::from_secs(5));
@@ -2606,5 +3367,790 @@ critical = true
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("mode", "mdoe"), 1);
         assert_eq!(edit_distance("tpc", "tcp"), 1);
+    }
+
+    /// Parses one probe table given in TOML inline form, in a custom service at line 3.
+    fn probe_of(table: &str) -> ProbeSpec {
+        let config = ok(&format!(
+            "[services.x]\nunit = \"x.service\"\nprobe = {table}\n"
+        ));
+        assert_eq!(config.services[0].probes.len(), 1, "{table}");
+        config.services[0].probes[0].clone()
+    }
+
+    /// Returns the one error of a probe table given in TOML inline form, at line 3.
+    fn probe_error(table: &str) -> ConfigError {
+        single(&format!(
+            "[services.x]\nunit = \"x.service\"\nprobe = {table}\n"
+        ))
+    }
+
+    fn endpoint(text: &str) -> Option<Endpoint> {
+        match Endpoint::parse(text) {
+            Ok(endpoint) => Some(endpoint),
+            Err(err) => panic!("{text}: {err}"),
+        }
+    }
+
+    fn spec(protocol: Protocol, address: &str, tls: ProbeTlsMode) -> ProbeSpec {
+        ProbeSpec::new(protocol, endpoint(address), "config").with_tls(tls)
+    }
+
+    fn smtp() -> Protocol {
+        Protocol::Smtp {
+            helo_name: "selfheal.invalid".into(),
+        }
+    }
+
+    #[test]
+    fn connect_kinds_parse() {
+        use ProbeTlsMode::{Implicit, Off};
+        let cases = [
+            (
+                r#"{ tcp = "127.0.0.1:10030" }"#,
+                spec(Protocol::Connect, "127.0.0.1:10030", Off),
+            ),
+            (
+                r#"{ unix = "/run/filter.sock" }"#,
+                spec(Protocol::Connect, "/run/filter.sock", Off),
+            ),
+            (
+                r#"{ tls = "127.0.0.1:10031" }"#,
+                spec(Protocol::Connect, "127.0.0.1:10031", Implicit),
+            ),
+            (
+                r#"{ tcp = "127.0.0.1:10031", tls = true }"#,
+                spec(Protocol::Connect, "127.0.0.1:10031", Implicit),
+            ),
+            (
+                r#"{ send = "PING\r\n", expect = "PONG", tcp = "127.0.0.1:10030" }"#,
+                spec(
+                    Protocol::SendExpect {
+                        send: "PING\r\n".into(),
+                        expect: "PONG".into(),
+                    },
+                    "127.0.0.1:10030",
+                    Off,
+                ),
+            ),
+            (
+                r#"{ unix = "/run/filter.sock", expect = "220 " }"#,
+                spec(
+                    Protocol::SendExpect {
+                        send: String::new(),
+                        expect: "220 ".into(),
+                    },
+                    "/run/filter.sock",
+                    Off,
+                ),
+            ),
+        ];
+        for (table, expected) in cases {
+            assert_eq!(probe_of(table), expected, "{table}");
+        }
+    }
+
+    #[test]
+    fn mail_kinds_parse() {
+        use ProbeTlsMode::{Implicit, Off, Starttls};
+        let cases = [
+            (
+                r#"{ smtp = "127.0.0.1:25" }"#,
+                spec(smtp(), "127.0.0.1:25", Off),
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:587", starttls = true }"#,
+                spec(smtp(), "127.0.0.1:587", Starttls),
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:465", tls = true }"#,
+                spec(smtp(), "127.0.0.1:465", Implicit),
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", starttls = false, tls = false }"#,
+                spec(smtp(), "127.0.0.1:25", Off),
+            ),
+            (
+                r#"{ smtp = "[::1]:25", helo_name = "probe.example.org" }"#,
+                spec(
+                    Protocol::Smtp {
+                        helo_name: "probe.example.org".into(),
+                    },
+                    "[::1]:25",
+                    Off,
+                ),
+            ),
+            (
+                r#"{ lmtp = "/var/spool/postfix/private/dovecot-lmtp" }"#,
+                spec(
+                    Protocol::Lmtp {
+                        helo_name: "selfheal.invalid".into(),
+                    },
+                    "/var/spool/postfix/private/dovecot-lmtp",
+                    Off,
+                ),
+            ),
+            (
+                r#"{ imap = "127.0.0.1:143", starttls = true }"#,
+                spec(Protocol::Imap, "127.0.0.1:143", Starttls),
+            ),
+            (
+                r#"{ imap = "127.0.0.1:993", tls = true }"#,
+                spec(Protocol::Imap, "127.0.0.1:993", Implicit),
+            ),
+            (
+                r#"{ pop3 = "127.0.0.1:110" }"#,
+                spec(Protocol::Pop3, "127.0.0.1:110", Off),
+            ),
+            (
+                r#"{ spamd = "127.0.0.1:783" }"#,
+                spec(Protocol::Spamd, "127.0.0.1:783", Off),
+            ),
+            (
+                r#"{ spamd = "/run/spamd.sock" }"#,
+                spec(Protocol::Spamd, "/run/spamd.sock", Off),
+            ),
+        ];
+        for (table, expected) in cases {
+            assert_eq!(probe_of(table), expected, "{table}");
+        }
+    }
+
+    #[test]
+    fn milter_addresses_parse() {
+        let cases = [
+            ("inet:8891@localhost", "127.0.0.1:8891"),
+            ("inet:8891", "127.0.0.1:8891"),
+            ("inet6:8891@::1", "[::1]:8891"),
+            ("inet:localhost:8892", "127.0.0.1:8892"),
+            (
+                "unix:/run/opendkim/opendkim.sock",
+                "/run/opendkim/opendkim.sock",
+            ),
+            (
+                "local:/run/opendkim/opendkim.sock",
+                "/run/opendkim/opendkim.sock",
+            ),
+            ("127.0.0.1:8891", "127.0.0.1:8891"),
+            ("/run/milter.sock", "/run/milter.sock"),
+        ];
+        for (address, expected) in cases {
+            let probe = probe_of(&format!("{{ milter = \"{address}\" }}"));
+            assert_eq!(
+                probe,
+                spec(Protocol::Milter, expected, ProbeTlsMode::Off),
+                "{address}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_kind_parses() {
+        let probe = probe_of(
+            r#"{ http = "127.0.0.1:80", path = "/", host = "localhost", expect = "2xx" }"#,
+        );
+        let expected = Protocol::Http {
+            path: "/".into(),
+            host: "localhost".into(),
+            expect: StatusClass(2),
+        };
+        assert_eq!(
+            probe,
+            spec(expected.clone(), "127.0.0.1:80", ProbeTlsMode::Off)
+        );
+        // The same values are the defaults.
+        assert_eq!(probe_of(r#"{ http = "127.0.0.1:80" }"#).protocol, expected);
+
+        let probe = probe_of(
+            r#"{ http = "127.0.0.1:443", tls = true, path = "/healthz?full=1", host = "mail.example.org", expect = "3XX" }"#,
+        );
+        assert_eq!(
+            probe.protocol,
+            Protocol::Http {
+                path: "/healthz?full=1".into(),
+                host: "mail.example.org".into(),
+                expect: StatusClass(3),
+            }
+        );
+        assert_eq!(probe.tls.mode, ProbeTlsMode::Implicit);
+    }
+
+    #[test]
+    fn service_kinds_parse() {
+        let cases = [
+            (
+                r#"{ dns = "127.0.0.1:53", name = "localhost.", outside_name = "debian.org." }"#,
+                spec(
+                    Protocol::Dns {
+                        name: "localhost.".into(),
+                        outside_name: Some("debian.org.".into()),
+                    },
+                    "127.0.0.1:53",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ dns = "127.0.0.1:53", name = "mail.example.org", outside_name = "debian.org" }"#,
+                spec(
+                    Protocol::Dns {
+                        name: "mail.example.org.".into(),
+                        outside_name: Some("debian.org.".into()),
+                    },
+                    "127.0.0.1:53",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ dns = "[::1]:53" }"#,
+                spec(
+                    Protocol::Dns {
+                        name: "localhost.".into(),
+                        outside_name: None,
+                    },
+                    "[::1]:53",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ fail2ban = "/run/fail2ban/fail2ban.sock" }"#,
+                spec(
+                    Protocol::Fail2ban,
+                    "/run/fail2ban/fail2ban.sock",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ syslog = "/run/systemd/journal/syslog", verify_file = "/var/log/syslog" }"#,
+                spec(
+                    Protocol::Syslog {
+                        verify_file: Some("/var/log/syslog".into()),
+                    },
+                    "/run/systemd/journal/syslog",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ syslog = "/dev/log" }"#,
+                spec(
+                    Protocol::Syslog { verify_file: None },
+                    "/dev/log",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+            (
+                r#"{ mysql = "127.0.0.1:3306" }"#,
+                spec(
+                    Protocol::Mysql { credentials: None },
+                    "127.0.0.1:3306",
+                    ProbeTlsMode::Off,
+                ),
+            ),
+        ];
+        for (table, expected) in cases {
+            assert_eq!(probe_of(table), expected, "{table}");
+        }
+    }
+
+    #[test]
+    fn mysql_credentials_file() {
+        let dir = tempdir();
+        let credentials = write_file(dir.path(), "debian.cnf", "[client]\nuser = root\n", 0o600);
+        let probe = probe_of(&format!(
+            "{{ mysql = \"/run/mysqld/mysqld.sock\", credentials = \"{}\" }}",
+            credentials.display()
+        ));
+        assert_eq!(
+            probe,
+            spec(
+                Protocol::Mysql {
+                    credentials: Some(credentials.clone()),
+                },
+                "/run/mysqld/mysqld.sock",
+                ProbeTlsMode::Off,
+            )
+        );
+
+        let missing = dir.path().join("absent.cnf");
+        let error = probe_error(&format!(
+            "{{ mysql = \"/run/mysqld/mysqld.sock\", credentials = \"{}\" }}",
+            missing.display()
+        ));
+        assert_eq!(error.key, "services.x.probe.credentials");
+        assert!(
+            error.message.starts_with("cannot read credentials file"),
+            "{error}"
+        );
+
+        let error = probe_error(&format!(
+            "{{ mysql = \"/run/mysqld/mysqld.sock\", credentials = \"{}\" }}",
+            dir.path().display()
+        ));
+        assert!(error.message.contains("is not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn readable_credentials_warn() {
+        let dir = tempdir();
+        let credentials = write_file(dir.path(), "my.cnf", "[client]\npassword = x\n", 0o644);
+        let config = ok(&format!(
+            "[services.x]\nunit = \"x.service\"\n\
+             probe = {{ mysql = \"/run/mysqld/mysqld.sock\", credentials = \"{}\" }}\n",
+            credentials.display()
+        ));
+        assert_eq!(config.warnings.len(), 1);
+        assert_eq!(config.warnings[0].line, 3);
+        assert!(
+            config.warnings[0].message.contains("mode 0644"),
+            "{}",
+            config.warnings[0].message
+        );
+    }
+
+    #[test]
+    fn command_kind_parses() {
+        let dir = tempdir();
+        let program = write_file(dir.path(), "filter-check", "#!/bin/sh\nexit 0\n", 0o755);
+        let probe = probe_of(&format!(
+            "{{ command = [\"{}\", \"--quick\"] }}",
+            program.display()
+        ));
+        let argv = vec![program.display().to_string(), "--quick".to_string()];
+        assert_eq!(
+            probe,
+            ProbeSpec::new(Protocol::Command { argv }, None, "config")
+        );
+
+        let probe = probe_of(&format!(
+            "{{ command = \"{} --quick\" }}",
+            program.display()
+        ));
+        assert_eq!(probe.protocol.name(), "command");
+    }
+
+    #[test]
+    fn command_checks() {
+        let dir = tempdir();
+        let plain = write_file(dir.path(), "notes.txt", "x\n", 0o644);
+        let cases = [
+            (r#"{ command = [] }"#.to_string(), "must not be empty"),
+            (
+                r#"{ command = ["filter-check", "--quick"] }"#.to_string(),
+                "must be an absolute path",
+            ),
+            (
+                format!("{{ command = [\"{}/absent\"] }}", dir.path().display()),
+                "not found",
+            ),
+            (
+                format!("{{ command = [\"{}\"] }}", plain.display()),
+                "is not an executable file",
+            ),
+            (
+                r#"{ command = "/bin/x 'a b'" }"#.to_string(),
+                "array of arguments",
+            ),
+        ];
+        for (table, expected) in cases {
+            let error = probe_error(&table);
+            assert_eq!(error.line, 3, "{table}");
+            assert_eq!(error.key, "services.x.probe.command", "{table}");
+            assert!(error.message.contains(expected), "{table}: {error}");
+        }
+    }
+
+    #[test]
+    fn tls_options_parse() {
+        let probe = probe_of(
+            r#"{ imap = "127.0.0.1:993", tls = true, server_name = "mail.example.org", verify_cert = true, cert_warn_days = 30 }"#,
+        );
+        assert_eq!(probe.tls.mode, ProbeTlsMode::Implicit);
+        assert_eq!(probe.tls.server_name.as_deref(), Some("mail.example.org"));
+        assert!(probe.tls.verify);
+        assert_eq!(probe.tls.warn_days, 30);
+
+        let probe = probe_of(r#"{ tls = "127.0.0.1:443", cert_warn_days = 0 }"#);
+        assert_eq!(probe.tls.warn_days, 0);
+        assert!(!probe.tls.verify);
+        assert_eq!(probe.tls.server_name, None);
+
+        let probe =
+            probe_of(r#"{ smtp = "127.0.0.1:587", starttls = true, server_name = "192.0.2.1" }"#);
+        assert_eq!(probe.tls.server_name.as_deref(), Some("192.0.2.1"));
+    }
+
+    #[test]
+    fn misplaced_options_rejected() {
+        let cases = [
+            (
+                r#"{ http = "127.0.0.1:80", starttls = true }"#,
+                "starttls",
+                "`starttls` does not apply to http probes; it applies to smtp, lmtp, imap and \
+                 pop3 probes",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", name = "localhost." }"#,
+                "name",
+                "`name` does not apply to smtp probes; it applies to dns probes",
+            ),
+            (
+                r#"{ milter = "inet:8891", tls = true }"#,
+                "tls",
+                "`tls` does not apply to milter probes; it applies to tcp, smtp, lmtp, imap, \
+                 pop3 and http probes, and a string value makes a tls probe of its own",
+            ),
+            (
+                r#"{ unix = "/run/x.sock", credentials = "/etc/mysql/debian.cnf" }"#,
+                "credentials",
+                "`credentials` does not apply to unix probes; it applies to mysql probes",
+            ),
+            (
+                r#"{ dns = "127.0.0.1:53", verify_file = "/var/log/syslog" }"#,
+                "verify_file",
+                "`verify_file` does not apply to dns probes; it applies to syslog probes",
+            ),
+            (
+                r#"{ imap = "127.0.0.1:143", helo_name = "x.example" }"#,
+                "helo_name",
+                "`helo_name` does not apply to imap probes; it applies to smtp and lmtp probes",
+            ),
+            (
+                r#"{ tls = "127.0.0.1:443", send = "x" }"#,
+                "send",
+                "`send` does not apply to tls probes; it applies to tcp and unix probes",
+            ),
+        ];
+        for (table, key, message) in cases {
+            let error = probe_error(table);
+            assert_eq!(error.line, 3, "{table}");
+            assert_eq!(error.key, format!("services.x.probe.{key}"), "{table}");
+            assert_eq!(error.message, message, "{table}");
+            assert!(error.example.is_some(), "{table}");
+        }
+        let error = probe_error(r#"{ smtp = "127.0.0.1:25", expect = "250" }"#);
+        assert_eq!(error.example.as_deref(), Some(SEND_EXPECT_EXAMPLE));
+    }
+
+    #[test]
+    fn starttls_and_tls_conflict() {
+        let text = "[services.x]\nunit = \"x.service\"\n[services.x.probe]\n\
+                    smtp = \"127.0.0.1:587\"\ntls = true\nstarttls = true\n";
+        let error = single(text);
+        assert_eq!(error.line, 6);
+        assert_eq!(error.key, "services.x.probe.starttls");
+        assert!(error.message.contains("are both set"), "{error}");
+    }
+
+    #[test]
+    fn tls_only_options_need_tls() {
+        for option in [
+            "server_name = \"mail.example.org\"",
+            "verify_cert = true",
+            "cert_warn_days = 7",
+        ] {
+            let error = probe_error(&format!("{{ smtp = \"127.0.0.1:25\", {option} }}"));
+            let name = option.split(' ').next().unwrap_or_default();
+            assert_eq!(error.key, format!("services.x.probe.{name}"));
+            assert_eq!(
+                error.message,
+                format!(
+                    "`{name}` applies only to a probe with TLS; add `tls = true` or \
+                     `starttls = true`"
+                )
+            );
+        }
+        let error = probe_error(r#"{ tcp = "127.0.0.1:25", verify_cert = true }"#);
+        assert!(error.message.ends_with("add `tls = true`"), "{error}");
+    }
+
+    #[test]
+    fn option_values_checked() {
+        let cases = [
+            (
+                r#"{ http = "127.0.0.1:80", expect = "200" }"#,
+                "expect",
+                "invalid status class \"200\"",
+            ),
+            (
+                r#"{ http = "127.0.0.1:80", expect = "1xx" }"#,
+                "expect",
+                "invalid status class",
+            ),
+            (
+                r#"{ http = "127.0.0.1:80", expect = 2 }"#,
+                "expect",
+                "expected a string",
+            ),
+            (
+                r#"{ http = "127.0.0.1:80", path = "index.html" }"#,
+                "path",
+                "starts with /",
+            ),
+            (
+                r#"{ http = "127.0.0.1:80", host = "localhost/x" }"#,
+                "host",
+                "contains /",
+            ),
+            (
+                r#"{ http = "127.0.0.1:80", host = "" }"#,
+                "host",
+                "must not be empty",
+            ),
+            (
+                r#"{ dns = "127.0.0.1:53", name = "a..b" }"#,
+                "name",
+                "empty label",
+            ),
+            (
+                r#"{ dns = "127.0.0.1:53", name = "bad name." }"#,
+                "name",
+                "spaces",
+            ),
+            (
+                r#"{ dns = "127.0.0.1:53", outside_name = "x!.org" }"#,
+                "outside_name",
+                "characters other than",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", helo_name = "[300.1.1.1]" }"#,
+                "helo_name",
+                "address literal",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", helo_name = "a..b" }"#,
+                "helo_name",
+                "host name",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", starttls = "yes" }"#,
+                "starttls",
+                "expected true or false",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:25", tls = 1 }"#,
+                "tls",
+                "expected true or false",
+            ),
+            (
+                r#"{ tls = "127.0.0.1:443", cert_warn_days = 400 }"#,
+                "cert_warn_days",
+                "from 0 to 365",
+            ),
+            (
+                r#"{ tls = "127.0.0.1:443", server_name = "a..b" }"#,
+                "server_name",
+                "invalid server name",
+            ),
+            (
+                r#"{ tcp = "127.0.0.1:1", expect = "a\nb" }"#,
+                "expect",
+                "without line breaks",
+            ),
+            (
+                r#"{ tcp = "127.0.0.1:1", expect = "" }"#,
+                "expect",
+                "non-empty",
+            ),
+            (
+                r#"{ tcp = "127.0.0.1:1", send = "PING" }"#,
+                "send",
+                "`send` needs `expect`",
+            ),
+            (
+                r#"{ syslog = "/dev/log", verify_file = "syslog" }"#,
+                "verify_file",
+                "absolute path",
+            ),
+        ];
+        for (table, key, expected) in cases {
+            let error = probe_error(table);
+            assert_eq!(error.line, 3, "{table}");
+            assert_eq!(error.key, format!("services.x.probe.{key}"), "{table}");
+            assert!(error.message.contains(expected), "{table}: {error}");
+        }
+    }
+
+    #[test]
+    fn endpoint_forms_checked() {
+        let cases = [
+            (
+                r#"{ tcp = "/run/x.sock" }"#,
+                "tcp",
+                "needs host:port, not a socket path",
+            ),
+            (r#"{ tls = "/run/x.sock" }"#, "tls", "needs host:port"),
+            (r#"{ dns = "/run/x.sock" }"#, "dns", "needs host:port"),
+            (r#"{ dns = "127.0.0.1" }"#, "dns", "missing port"),
+            (
+                r#"{ smtp = "run/x.sock" }"#,
+                "smtp",
+                "or an absolute socket path",
+            ),
+            (
+                r#"{ smtp = "127.0.0.1:smtp" }"#,
+                "smtp",
+                "port must be a number",
+            ),
+            (
+                r#"{ mysql = "mysqld.sock" }"#,
+                "mysql",
+                "or an absolute socket path",
+            ),
+            (
+                r#"{ milter = "inet:dkim@localhost" }"#,
+                "milter",
+                "invalid milter probe address",
+            ),
+            (
+                r#"{ milter = "unix:run/x.sock" }"#,
+                "milter",
+                "not absolute",
+            ),
+            (
+                r#"{ milter = "opendkim.sock" }"#,
+                "milter",
+                "milter notation",
+            ),
+            (
+                r#"{ fail2ban = "127.0.0.1:1" }"#,
+                "fail2ban",
+                "absolute path",
+            ),
+            (r#"{ syslog = "127.0.0.1:514" }"#, "syslog", "absolute path"),
+            (r#"{ unix = 25 }"#, "unix", "expected a string"),
+        ];
+        for (table, key, expected) in cases {
+            let error = probe_error(table);
+            assert_eq!(error.line, 3, "{table}");
+            assert_eq!(error.key, format!("services.x.probe.{key}"), "{table}");
+            assert!(error.message.contains(expected), "{table}: {error}");
+        }
+        let long = format!("/run/{}.sock", "x".repeat(110));
+        let error = probe_error(&format!("{{ milter = \"unix:{long}\" }}"));
+        assert!(error.message.contains("at most 107 bytes"), "{error}");
+    }
+
+    #[test]
+    fn one_kind_per_probe() {
+        let error = probe_error(r#"{ smtp = "127.0.0.1:25", imap = "127.0.0.1:143" }"#);
+        assert_eq!(error.key, "services.x.probe.imap");
+        assert_eq!(
+            error.message,
+            "a probe has one endpoint, but `smtp` and `imap` both name one; list several \
+             probes with `probes`"
+        );
+        let error = probe_error(r#"{ smtp = "127.0.0.1:25", tls = "127.0.0.1:465" }"#);
+        assert_eq!(error.key, "services.x.probe.tls");
+
+        let error = probe_error(r#"{ starttls = true }"#);
+        assert!(
+            error.message.starts_with("a probe needs an endpoint"),
+            "{error}"
+        );
+        assert_eq!(error.key, "services.x.probe");
+    }
+
+    #[test]
+    fn unknown_probe_option() {
+        let error = probe_error(r#"{ tcp = "127.0.0.1:1", sned = "x", expect = "y" }"#);
+        assert_eq!(error.key, "services.x.probe.sned");
+        assert!(error.message.contains("did you mean `send`"), "{error}");
+        let error = probe_error(r#"{ smtps = "127.0.0.1:465" }"#);
+        assert!(error.message.contains("did you mean `smtp`"), "{error}");
+    }
+
+    #[test]
+    fn probe_errors_in_array_lines() {
+        let text = "[services.x]\n\
+                    unit = \"x.service\"\n\
+                    probes = [\n\
+                    \x20 { smtp = \"127.0.0.1:25\" },\n\
+                    \x20 { http = \"127.0.0.1:80\", starttls = true },\n\
+                    \x20 { dns = \"127.0.0.1:53\", name = \"a..b\" },\n\
+                    ]\n";
+        let found = errors(text);
+        let located: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            located,
+            [
+                (5, "services.x.probes[1].starttls"),
+                (6, "services.x.probes[2].name"),
+            ]
+        );
+    }
+
+    #[test]
+    fn probe_sub_table_lines() {
+        let text = "[services.x]\n\
+                    unit = \"x.service\"\n\
+                    \n\
+                    [[services.x.probes]]\n\
+                    smtp = \"127.0.0.1:587\"\n\
+                    starttls = true\n\
+                    \n\
+                    [[services.x.probes]]\n\
+                    imap = \"127.0.0.1:143\"\n\
+                    helo_name = \"x.example\"\n";
+        let error = single(text);
+        assert_eq!(error.line, 10);
+        assert_eq!(error.key, "services.x.probes[1].helo_name");
+    }
+
+    #[test]
+    fn preset_probe_override_kinds() {
+        let config = ok("[services.postfix]\n\
+                         probes = [\n\
+                         \x20 { smtp = \"127.0.0.1:25\" },\n\
+                         \x20 { smtp = \"127.0.0.1:587\", starttls = true },\n\
+                         \x20 { smtp = \"127.0.0.1:465\", tls = true },\n\
+                         ]\n");
+        let modes: Vec<ProbeTlsMode> = config.services[0]
+            .probes
+            .iter()
+            .map(|probe| probe.tls.mode)
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ProbeTlsMode::Off,
+                ProbeTlsMode::Starttls,
+                ProbeTlsMode::Implicit
+            ]
+        );
+        assert!(config.services[0]
+            .probes
+            .iter()
+            .all(|p| p.source == "config"));
+    }
+
+    #[test]
+    fn check_dns_name_limits() {
+        assert_eq!(check_dns_name("."), Ok(()));
+        assert_eq!(check_dns_name("localhost"), Ok(()));
+        assert_eq!(check_dns_name("_dmarc.example.org."), Ok(()));
+        assert!(check_dns_name("").is_err());
+        assert!(check_dns_name("..").is_err());
+        assert!(check_dns_name(&format!("{}.org", "a".repeat(64))).is_err());
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(long.len(), 255);
+        assert!(check_dns_name(&long).is_err());
+    }
+
+    #[test]
+    fn status_class_forms() {
+        assert_eq!(parse_status_class("2xx"), Some(StatusClass(2)));
+        assert_eq!(parse_status_class("5XX"), Some(StatusClass(5)));
+        assert_eq!(parse_status_class("1xx"), None);
+        assert_eq!(parse_status_class("6xx"), None);
+        assert_eq!(parse_status_class("2x"), None);
+        assert_eq!(parse_status_class("200"), None);
+        assert_eq!(parse_status_class(""), None);
+    }
+
+    #[test]
+    fn join_with_and_forms() {
+        assert_eq!(join_with_and(&[]), "");
+        assert_eq!(join_with_and(&["a"]), "a");
+        assert_eq!(join_with_and(&["a", "b"]), "a and b");
+        assert_eq!(join_with_and(&["a", "b", "c"]), "a, b and c");
     }
 }

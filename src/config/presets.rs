@@ -1,13 +1,14 @@
 //! Built-in presets: the covered services with their systemd units, probes and timing.
 //!
 //! Unit candidates list the Debian/Ubuntu name first, then the RHEL/Fedora name where it
-//! differs. Probe endpoints are the Debian defaults.
+//! differs. Probe endpoints are the Debian defaults; `discover` replaces them with what the
+//! service's own config files name, where it can read them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Timing;
-use crate::probe::ProbeSpec;
+use super::{Timing, DEFAULT_DNS_NAME, DEFAULT_HELO_NAME, PRESET_SOURCE};
+use crate::probe::{Endpoint, ProbeSpec, Protocol, StatusClass};
 
 /// One covered service with the values a `[services.NAME]` table starts from.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct Preset {
     pub title: &'static str,
     /// Candidate systemd units in order; the first one systemd knows is used.
     pub units: &'static [&'static str],
-    /// Endpoints probed by default; empty means the unit state alone decides.
+    /// Probes run by default; empty means the unit state alone decides.
     pub probes: &'static [PresetProbe],
     /// Whether the service is critical by default.
     pub critical: bool,
@@ -28,30 +29,84 @@ pub struct Preset {
 }
 
 impl Preset {
+    /// Builds the preset's default probes, each with the source "preset".
     pub fn probe_specs(&self) -> Vec<ProbeSpec> {
         self.probes.iter().map(PresetProbe::spec).collect()
     }
 }
 
-/// A default probe endpoint of a preset, in a form usable in a `static`.
+/// A default probe of a preset, in a form usable in a `static`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PresetProbe {
-    /// TCP `host:port`.
-    Tcp(&'static str),
-    /// Absolute path of a Unix stream socket.
-    Unix(&'static str),
+pub struct PresetProbe {
+    pub protocol: PresetProtocol,
+    /// `host:port` or the absolute path of a Unix socket, as [`Endpoint::parse`] reads it.
+    pub endpoint: &'static str,
+}
+
+/// The protocols presets use, with their settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresetProtocol {
+    Smtp,
+    Imap,
+    Http {
+        path: &'static str,
+        host: &'static str,
+        /// Status class: 2 for 2xx.
+        expect: u8,
+    },
+    Spamd,
+    Milter,
+    Mysql,
+    Dns,
+    Fail2ban,
+    Syslog {
+        /// Log file the test message must appear in.
+        verify_file: Option<&'static str>,
+    },
 }
 
 impl PresetProbe {
     pub fn spec(&self) -> ProbeSpec {
-        match self {
-            // The preset table only holds valid addresses; the test below checks each one.
-            PresetProbe::Tcp(address) => ProbeSpec::tcp(address, "preset")
-                .unwrap_or_else(|error| panic!("preset probe address {address}: {error}")),
-            PresetProbe::Unix(path) => ProbeSpec::unix(PathBuf::from(path), "preset"),
-        }
+        // The preset table contains only valid endpoints; `preset_endpoints_parse` checks each.
+        let endpoint = Endpoint::parse(self.endpoint)
+            .unwrap_or_else(|error| panic!("preset probe endpoint {}: {error}", self.endpoint));
+        let protocol = match self.protocol {
+            PresetProtocol::Smtp => Protocol::Smtp {
+                helo_name: DEFAULT_HELO_NAME.to_string(),
+            },
+            PresetProtocol::Imap => Protocol::Imap,
+            PresetProtocol::Http { path, host, expect } => Protocol::Http {
+                path: path.to_string(),
+                host: host.to_string(),
+                expect: StatusClass(expect),
+            },
+            PresetProtocol::Spamd => Protocol::Spamd,
+            PresetProtocol::Milter => Protocol::Milter,
+            PresetProtocol::Mysql => Protocol::Mysql { credentials: None },
+            PresetProtocol::Dns => Protocol::Dns {
+                name: DEFAULT_DNS_NAME.to_string(),
+                outside_name: None,
+            },
+            PresetProtocol::Fail2ban => Protocol::Fail2ban,
+            PresetProtocol::Syslog { verify_file } => Protocol::Syslog {
+                verify_file: verify_file.map(PathBuf::from),
+            },
+        };
+        ProbeSpec::new(protocol, Some(endpoint), PRESET_SOURCE)
     }
 }
+
+/// The web server probe of the nginx and apache presets. Debian's default site of both answers
+/// `GET /` with 200, so 2xx passes on a fresh install. A server that redirects all plain HTTP
+/// to HTTPS answers 301 and needs `expect = "3xx"` in its service table.
+const WEB_PROBE: PresetProbe = PresetProbe {
+    protocol: PresetProtocol::Http {
+        path: "/",
+        host: "localhost",
+        expect: 2,
+    },
+    endpoint: "127.0.0.1:80",
+};
 
 static PRESETS: [Preset; 11] = [
     Preset {
@@ -61,7 +116,10 @@ static PRESETS: [Preset; 11] = [
         // postfix@-.service. postfix.service is a oneshot wrapper that stays "active (exited)"
         // while the master is dead, so it only serves hosts without the instance unit (RHEL).
         units: &["postfix@-.service", "postfix.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:25")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Smtp,
+            endpoint: "127.0.0.1:25",
+        }],
         critical: true,
         timing: Timing::NONE,
     },
@@ -69,7 +127,10 @@ static PRESETS: [Preset; 11] = [
         name: "dovecot",
         title: "Dovecot IMAP and POP3 server",
         units: &["dovecot.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:143")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Imap,
+            endpoint: "127.0.0.1:143",
+        }],
         critical: true,
         timing: Timing::NONE,
     },
@@ -77,7 +138,10 @@ static PRESETS: [Preset; 11] = [
         name: "opendkim",
         title: "OpenDKIM signing milter",
         units: &["opendkim.service"],
-        probes: &[PresetProbe::Unix("/run/opendkim/opendkim.sock")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Milter,
+            endpoint: "/run/opendkim/opendkim.sock",
+        }],
         critical: true,
         timing: Timing::NONE,
     },
@@ -85,8 +149,12 @@ static PRESETS: [Preset; 11] = [
         name: "mariadb",
         title: "MariaDB or MySQL database server",
         units: &["mariadb.service", "mysql.service", "mysqld.service"],
-        // NOTE: RHEL's default socket is /var/lib/mysql/mysql.sock; set `probe` there.
-        probes: &[PresetProbe::Unix("/run/mysqld/mysqld.sock")],
+        // NOTE: RHEL's default socket is /var/lib/mysql/mysql.sock. Discovery finds it only where
+        // the option files name it; otherwise set `probe` there.
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Mysql,
+            endpoint: "/run/mysqld/mysqld.sock",
+        }],
         critical: true,
         // InnoDB crash recovery after an unclean stop can take minutes, and a restart in the
         // middle only makes the next start recover again, so verify and restart get long bounds.
@@ -100,7 +168,10 @@ static PRESETS: [Preset; 11] = [
         name: "spamd",
         title: "SpamAssassin daemon",
         units: &["spamd.service", "spamassassin.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:783")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Spamd,
+            endpoint: "127.0.0.1:783",
+        }],
         critical: false,
         timing: Timing::NONE,
     },
@@ -108,7 +179,12 @@ static PRESETS: [Preset; 11] = [
         name: "spamass-milter",
         title: "SpamAssassin milter for Postfix",
         units: &["spamass-milter.service"],
-        probes: &[PresetProbe::Unix("/var/spool/postfix/spamass/spamass.sock")],
+        // Debian's init script uses this socket when Postfix is installed and
+        // /etc/default/spamass-milter does not set SOCKET.
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Milter,
+            endpoint: "/var/spool/postfix/spamass/spamass.sock",
+        }],
         critical: false,
         timing: Timing::NONE,
     },
@@ -116,7 +192,7 @@ static PRESETS: [Preset; 11] = [
         name: "nginx",
         title: "nginx web server",
         units: &["nginx.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:80")],
+        probes: &[WEB_PROBE],
         critical: false,
         timing: Timing::NONE,
     },
@@ -124,7 +200,7 @@ static PRESETS: [Preset; 11] = [
         name: "apache",
         title: "Apache HTTP Server",
         units: &["apache2.service", "httpd.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:80")],
+        probes: &[WEB_PROBE],
         critical: false,
         timing: Timing::NONE,
     },
@@ -132,7 +208,10 @@ static PRESETS: [Preset; 11] = [
         name: "unbound",
         title: "Unbound DNS resolver",
         units: &["unbound.service"],
-        probes: &[PresetProbe::Tcp("127.0.0.1:53")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Dns,
+            endpoint: "127.0.0.1:53",
+        }],
         critical: false,
         timing: Timing::NONE,
     },
@@ -140,8 +219,17 @@ static PRESETS: [Preset; 11] = [
         name: "rsyslog",
         title: "rsyslog system logger",
         units: &["rsyslog.service"],
-        // TODO: probe the log socket; the unit state alone decides for now.
-        probes: &[],
+        // Journald forwards to rsyslog through this socket, which systemd's syslog.socket
+        // holds, so a send alone succeeds while rsyslog is stopped. rsyslog logs the test
+        // message to /var/log/syslog by Debian's default rules whether or not the probe looks
+        // for it, so the probe reads it back there: one line per check either way, and only
+        // this proves that rsyslog writes.
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Syslog {
+                verify_file: Some("/var/log/syslog"),
+            },
+            endpoint: "/run/systemd/journal/syslog",
+        }],
         critical: false,
         timing: Timing::NONE,
     },
@@ -149,7 +237,10 @@ static PRESETS: [Preset; 11] = [
         name: "fail2ban",
         title: "Fail2ban intrusion prevention",
         units: &["fail2ban.service"],
-        probes: &[PresetProbe::Unix("/run/fail2ban/fail2ban.sock")],
+        probes: &[PresetProbe {
+            protocol: PresetProtocol::Fail2ban,
+            endpoint: "/run/fail2ban/fail2ban.sock",
+        }],
         critical: false,
         timing: Timing::NONE,
     },
@@ -229,19 +320,124 @@ mod tests {
         }
     }
 
-    #[test]
-    fn probe_specs_convert() {
-        let Some(opendkim) = preset("opendkim") else {
-            panic!("opendkim preset missing");
+    /// Returns the one default probe of a preset.
+    fn only_probe(name: &str) -> ProbeSpec {
+        let Some(found) = preset(name) else {
+            panic!("{name} preset missing");
         };
+        let mut specs = found.probe_specs();
+        assert_eq!(specs.len(), 1, "{name}: {specs:?}");
+        specs.remove(0)
+    }
+
+    fn tcp(address: &str) -> Option<Endpoint> {
+        Endpoint::parse(address).ok()
+    }
+
+    fn unix(path: &str) -> Option<Endpoint> {
+        Some(Endpoint::Unix { path: path.into() })
+    }
+
+    #[test]
+    fn preset_endpoints_parse() {
+        for preset in presets() {
+            for probe in preset.probes {
+                assert!(
+                    Endpoint::parse(probe.endpoint).is_ok(),
+                    "{}: {}",
+                    preset.name,
+                    probe.endpoint
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_preset_probes_a_protocol() {
+        for preset in presets() {
+            let specs = preset.probe_specs();
+            assert!(!specs.is_empty(), "{} has no probe", preset.name);
+            for spec in specs {
+                assert_ne!(spec.protocol, Protocol::Connect, "{}", preset.name);
+                assert_eq!(spec.source, "preset", "{}", preset.name);
+                assert_eq!(spec.tls, crate::probe::TlsOptions::default());
+            }
+        }
+    }
+
+    #[test]
+    fn mail_presets_speak_protocols() {
+        let postfix = only_probe("postfix");
         assert_eq!(
-            opendkim.probe_specs(),
-            [ProbeSpec::unix(
-                PathBuf::from("/run/opendkim/opendkim.sock"),
-                "preset"
-            )]
+            postfix.protocol,
+            Protocol::Smtp {
+                helo_name: "selfheal.invalid".into()
+            }
         );
-        assert!(preset("rsyslog").is_some_and(|p| p.probe_specs().is_empty()));
+        assert_eq!(postfix.endpoint, tcp("127.0.0.1:25"));
+
+        let dovecot = only_probe("dovecot");
+        assert_eq!(dovecot.protocol, Protocol::Imap);
+        assert_eq!(dovecot.endpoint, tcp("127.0.0.1:143"));
+
+        let opendkim = only_probe("opendkim");
+        assert_eq!(opendkim.protocol, Protocol::Milter);
+        assert_eq!(opendkim.endpoint, unix("/run/opendkim/opendkim.sock"));
+
+        let spamass = only_probe("spamass-milter");
+        assert_eq!(spamass.protocol, Protocol::Milter);
+        assert_eq!(
+            spamass.endpoint,
+            unix("/var/spool/postfix/spamass/spamass.sock")
+        );
+
+        let spamd = only_probe("spamd");
+        assert_eq!(spamd.protocol, Protocol::Spamd);
+        assert_eq!(spamd.endpoint, tcp("127.0.0.1:783"));
+    }
+
+    #[test]
+    fn other_presets_speak_protocols() {
+        let mariadb = only_probe("mariadb");
+        assert_eq!(mariadb.protocol, Protocol::Mysql { credentials: None });
+        assert_eq!(mariadb.endpoint, unix("/run/mysqld/mysqld.sock"));
+
+        for name in ["nginx", "apache"] {
+            let web = only_probe(name);
+            assert_eq!(
+                web.protocol,
+                Protocol::Http {
+                    path: "/".into(),
+                    host: "localhost".into(),
+                    expect: StatusClass(2),
+                },
+                "{name}"
+            );
+            assert_eq!(web.endpoint, tcp("127.0.0.1:80"), "{name}");
+        }
+
+        let unbound = only_probe("unbound");
+        assert_eq!(
+            unbound.protocol,
+            Protocol::Dns {
+                name: "localhost.".into(),
+                outside_name: None
+            }
+        );
+        assert_eq!(unbound.endpoint, tcp("127.0.0.1:53"));
+
+        let fail2ban = only_probe("fail2ban");
+        assert_eq!(fail2ban.protocol, Protocol::Fail2ban);
+        assert_eq!(fail2ban.endpoint, unix("/run/fail2ban/fail2ban.sock"));
+
+        let rsyslog = only_probe("rsyslog");
+        assert_eq!(
+            rsyslog.protocol,
+            Protocol::Syslog {
+                verify_file: Some("/var/log/syslog".into())
+            }
+        );
+        assert_eq!(rsyslog.endpoint, unix("/run/systemd/journal/syslog"));
     }
 
     #[test]

@@ -20,7 +20,9 @@ fn describe(event: &Event) -> (&'static str, String) {
             "probe_recovered",
             format!("probe passed again after {retries} failed attempt(s)"),
         ),
-        Event::IncidentOpened { problem } => ("incident_opened", format!("down: {problem}")),
+        Event::IncidentOpened { problem } => {
+            ("incident_opened", format!("incident opened: {problem}"))
+        }
         Event::WaitingForSystemd { state } => (
             "waiting_for_systemd",
             format!("unit is {state}; waiting for systemd instead of restarting"),

@@ -55,6 +55,9 @@ pub struct RestartOutcome {
     pub healthy: bool,
     pub state: String,
     pub message: String,
+    /// The unit's last journal lines when the restart did not produce a healthy service.
+    #[serde(default)]
+    pub journal: Vec<String>,
 }
 
 pub enum Request {
@@ -87,6 +90,11 @@ impl Engine {
         alerts: AlertSender,
     ) -> anyhow::Result<Engine> {
         let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        let watched = config.service_names();
+        let closed = store.close_unwatched(&watched, SystemTime::now())?;
+        if closed > 0 {
+            tracing::info!(closed, "closed the open incidents of services no longer configured");
+        }
         let mut handles = HashMap::new();
         let mut order = Vec::new();
         let mut tasks = Vec::new();
@@ -230,6 +238,7 @@ pub fn restore_policy(store: &Store, service: &ServiceConfig) -> anyhow::Result<
             verdict,
             row.reason.unwrap_or_default(),
             row.alert_status != "none",
+            age(crate::store::from_unix_ms(row.opened_ms)),
         )
     });
     let crash_loop_alert_age = store.last_crash_loop_alert(&service.name)?.map(age);

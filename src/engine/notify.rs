@@ -19,7 +19,10 @@ pub struct AlertJob {
     pub service: ServiceConfig,
     pub unit: String,
     pub verdict: Verdict,
+    /// The policy's full reason for the verdict.
     pub reason: String,
+    /// The main problem in a few words, for the subject.
+    pub headline: String,
     pub seen: String,
     pub last_probe: String,
     pub journal: Vec<String>,
@@ -65,9 +68,9 @@ async fn deliver(config: &AlertConfig, store: &Store, host: &str, job: AlertJob)
         service: service.clone(),
         unit: job.unit,
         verdict: job.verdict.to_string(),
-        reason: job.reason,
+        reason: job.headline,
         started_at,
-        seen: job.seen,
+        seen: format!("{}\n{}", job.reason, job.seen),
         actions,
         last_probe: job.last_probe,
         journal: job.journal,

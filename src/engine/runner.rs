@@ -159,7 +159,7 @@ impl ServiceRunner {
         self.waiting_admin = Some(reply);
         let decision = self.policy.step(Input::RestartRequested, Instant::now());
         let next = self.apply(decision).await;
-        self.answer_admin();
+        self.answer_admin().await;
         next
     }
 
@@ -185,7 +185,7 @@ impl ServiceRunner {
             }
             self.update_view(&decision);
             if !restart {
-                self.answer_admin();
+                self.answer_admin().await;
                 return decision.next_check;
             }
             let manual = matches!(self.policy.phase(), Phase::Restarting { manual: true });
@@ -213,7 +213,7 @@ impl ServiceRunner {
             .managers
             .journal_tail(&self.target, self.journal_lines)
             .await;
-        let (seen, last_probe) = match &self.last {
+        let (seen, last_probe, headline) = match &self.last {
             Some(observation) => (
                 format!(
                     "unit {}\n{}",
@@ -221,8 +221,13 @@ impl ServiceRunner {
                     observation.probe_summary()
                 ),
                 observation.probe_summary(),
+                observation.headline(),
             ),
-            None => ("not checked yet".to_string(), String::new()),
+            None => (
+                "not checked yet".to_string(),
+                String::new(),
+                reason.to_string(),
+            ),
         };
         let job = AlertJob {
             incident: self.incident,
@@ -230,6 +235,7 @@ impl ServiceRunner {
             unit: self.target.label(),
             verdict,
             reason: reason.to_string(),
+            headline,
             seen,
             last_probe,
             journal,
@@ -238,7 +244,7 @@ impl ServiceRunner {
     }
 
     /// Once the policy has left restarting and verifying, tell a waiting admin how it went.
-    fn answer_admin(&mut self) {
+    async fn answer_admin(&mut self) {
         if matches!(
             self.policy.phase(),
             Phase::Restarting { .. } | Phase::Verifying { .. }
@@ -257,11 +263,20 @@ impl ServiceRunner {
             }
             other => format!("{}: {}", self.service.name, other.label()),
         };
+        let state = phase.label().to_string();
+        let journal = if healthy {
+            Vec::new()
+        } else {
+            self.managers
+                .journal_tail(&self.target, self.journal_lines)
+                .await
+        };
         let _ = reply.send(RestartOutcome {
             service: self.service.name.clone(),
             healthy,
-            state: phase.label().to_string(),
+            state,
             message,
+            journal,
         });
     }
 

@@ -103,7 +103,16 @@ impl UnitStatus {
     }
 
     pub fn describe(&self) -> String {
-        let mut text = format!("{} ({})", self.active_state.as_str(), self.sub_state);
+        if self.load_state == "not-found" {
+            return "not found: no such unit is installed; check the unit name in the config"
+                .to_string();
+        }
+        let mut text = if self.sub_state.is_empty() || self.sub_state == self.active_state.as_str()
+        {
+            self.active_state.as_str().to_string()
+        } else {
+            format!("{} ({})", self.active_state.as_str(), self.sub_state)
+        };
         if !self.result.is_empty() && self.result != "success" {
             text.push_str(&format!(", result {}", self.result));
         }
@@ -141,6 +150,7 @@ pub struct RestartReport {
     pub reset_failed: bool,
     /// The restart job's result ("done" for systemd; "exit 0" for a command).
     pub job_result: String,
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::probe::millis")]
     pub elapsed: Duration,
     /// The first start job was refused by the unit's start rate limit, the unit was reset and
     /// started once more.
@@ -219,6 +229,27 @@ impl Managers {
         }
     }
 
+    /// Whether a unit is in use on this host: running, failed (it ran and crashed), being
+    /// started or stopped, or enabled to start at boot. A unit the admin disabled and stopped is
+    /// not, and selfheal must not start it on its own. When systemd cannot tell, it counts as in
+    /// use.
+    pub async fn unit_in_use(&self, unit: &str) -> bool {
+        let target = Target::Unit(unit.to_string());
+        if let Ok(status) = self.status(&target).await {
+            if status.active_state != ActiveState::Inactive {
+                return true;
+            }
+        }
+        let enabled = match &self.units {
+            UnitBackend::Dbus(d) => d.unit_enabled(unit).await,
+            UnitBackend::Systemctl(s) => s.unit_enabled(unit).await,
+        };
+        enabled.unwrap_or_else(|error| {
+            tracing::debug!(unit, %error, "cannot tell whether the unit is enabled; counting it as in use");
+            true
+        })
+    }
+
     pub async fn status(&self, target: &Target) -> Result<UnitStatus, ManagerError> {
         match (target, &self.units) {
             (Target::Unit(unit), UnitBackend::Dbus(d)) => d.status(unit).await,
@@ -282,6 +313,14 @@ pub(crate) fn start_limit_hit(job_result: &str, before: &UnitStatus, after: &Uni
     job_result == "failed"
         && (after.inactive_exit_usec == before.inactive_exit_usec
             || after.result == "start-limit-hit")
+}
+
+/// Unit file states that make a unit start at boot (`systemctl is-enabled` succeeds for them).
+fn enabled_file_state(state: &str) -> bool {
+    matches!(
+        state,
+        "enabled" | "enabled-runtime" | "alias" | "linked" | "linked-runtime"
+    )
 }
 
 /// Whether `/proc/PID` exists and the process is not a zombie.

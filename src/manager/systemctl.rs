@@ -58,6 +58,34 @@ impl Systemctl {
         }
     }
 
+    /// Whether the unit starts at boot: its unit file is enabled, or another unit wants or
+    /// requires it.
+    pub async fn unit_enabled(&self, unit: &str) -> Result<bool, ManagerError> {
+        let output = self
+            .run(
+                &["show", "--property=UnitFileState,WantedBy,RequiredBy", "--", unit],
+                self.call_timeout,
+            )
+            .await
+            .map_err(ManagerError)?;
+        if !output.status.success() {
+            return Err(ManagerError(format!(
+                "systemctl show {unit} failed: {}",
+                output.failure()
+            )));
+        }
+        let text = &output.stdout;
+        let mut enabled = false;
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("UnitFileState", state)) => enabled |= super::enabled_file_state(state),
+                Some(("WantedBy" | "RequiredBy", units)) => enabled |= !units.trim().is_empty(),
+                _ => {}
+            }
+        }
+        Ok(enabled)
+    }
+
     /// Reads the unit's state with one `systemctl show --property=...` run.
     pub async fn status(&self, unit: &str) -> Result<UnitStatus, ManagerError> {
         let properties = format!("--property={}", STATUS_PROPERTIES.join(","));

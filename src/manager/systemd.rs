@@ -411,6 +411,28 @@ impl Systemd {
         Ok(true)
     }
 
+    /// Whether the unit starts at boot: its unit file is enabled, or another unit wants or
+    /// requires it (how systemd-sysv-generator wires up an enabled init script).
+    pub async fn unit_enabled(&self, unit: &str) -> Result<bool, ManagerError> {
+        let path = self
+            .load_unit(unit)
+            .await
+            .map_err(|err| ManagerError(err.to_string()))?;
+        let properties = self
+            .get_all(unit, &path, UNIT_INTERFACE)
+            .await
+            .map_err(|err| ManagerError(err.to_string()))?;
+        let state: Option<&str> = optional(&properties, "UnitFileState").map_err(ManagerError)?;
+        let wanted = ["WantedBy", "RequiredBy"].iter().any(|name| {
+            properties
+                .get(*name)
+                .and_then(|value| value.try_clone().ok())
+                .and_then(|value| Vec::<String>::try_from(value).ok())
+                .is_some_and(|units| !units.is_empty())
+        });
+        Ok(wanted || state.is_some_and(super::enabled_file_state))
+    }
+
     async fn load_unit(&self, unit: &str) -> Result<OwnedObjectPath, CallError> {
         let call = format!("LoadUnit({unit})");
         let reply = self

@@ -256,8 +256,9 @@ struct Incident {
 /// State carried over from the state database when selfheal starts.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
-    /// The open incident's verdict, if it had reached one, and whether it was alerted.
-    pub open_incident: Option<(Option<Verdict>, String, bool)>,
+    /// The open incident's verdict, if it had reached one, its reason, whether it was alerted,
+    /// and its age.
+    pub open_incident: Option<(Option<Verdict>, String, bool, Duration)>,
     /// Age of each restart still inside the restart window.
     pub restart_ages: Vec<Duration>,
     /// Age of the last crash-loop alert, for its suppression window.
@@ -279,6 +280,9 @@ pub struct ServicePolicy {
     last_crash_loop_alert: Option<Instant>,
     /// systemd's `NRestarts` at the previous check.
     last_n_restarts: Option<u32>,
+    /// While a service that needs attention is coming back (started by an admin or by
+    /// systemd), it is re-checked every `retry_interval` until this time.
+    quick_checks_until: Option<Instant>,
 }
 
 impl ServicePolicy {
@@ -293,6 +297,7 @@ impl ServicePolicy {
             last_restart: None,
             last_crash_loop_alert: None,
             last_n_restarts: None,
+            quick_checks_until: None,
         }
     }
 
@@ -313,9 +318,9 @@ impl ServicePolicy {
         policy.restarts = ages.into_iter().map(ago).collect();
         policy.last_restart = policy.restarts.back().copied();
         policy.last_crash_loop_alert = restored.crash_loop_alert_age.map(ago);
-        if let Some((verdict, reason, alerted)) = restored.open_incident {
+        if let Some((verdict, reason, alerted, age)) = restored.open_incident {
             policy.incident = Some(Incident {
-                opened: now,
+                opened: ago(age),
                 alerted,
                 saw_systemd_working: false,
             });
@@ -380,6 +385,10 @@ impl ServicePolicy {
         match self.phase.clone() {
             Phase::Healthy => match health {
                 Health::Healthy => {
+                    // An incident restored from the store before any verdict: it is over.
+                    if self.incident.is_some() {
+                        self.close_incident(Verdict::Recovered, now, out);
+                    }
                     if systemd_restarts > 0 {
                         // A crash systemd healed between two checks is still an incident.
                         self.open_incident(now, "crashed and restarted by systemd", out);
@@ -458,11 +467,20 @@ impl ServicePolicy {
                     self.needs_attention(Verdict::RestartFailed, reason, now, out);
                 }
             },
-            Phase::NeedsAttention { .. } => {
-                if health == Health::Healthy {
-                    self.close_incident(Verdict::Recovered, now, out);
+            Phase::NeedsAttention { .. } => match health {
+                Health::Healthy => self.close_incident(Verdict::Recovered, now, out),
+                Health::Transitional | Health::Unresponsive => {
+                    // Coming back: look again soon rather than at the next cycle, for at most
+                    // one verify window (a port squatter would keep it "unresponsive").
+                    let until = *self
+                        .quick_checks_until
+                        .get_or_insert(now + self.recovery.verify_timeout);
+                    if now < until {
+                        out.next_check = Some(now + self.recovery.retry_interval);
+                    }
                 }
-            }
+                Health::Dead => self.quick_checks_until = None,
+            },
         }
         self.last_n_restarts = observation.n_restarts().or(self.last_n_restarts);
     }
@@ -549,10 +567,12 @@ impl ServicePolicy {
     }
 
     fn restart(&mut self, manual: bool, now: Instant, out: &mut Decision) {
+        // An admin's restart neither uses the budget nor starts the "died again right after
+        // the restart" window: a death after it is a new failure, healed as usual.
         if !manual {
             self.restarts.push_back(now);
+            self.last_restart = Some(now);
         }
-        self.last_restart = Some(now);
         self.phase = Phase::Restarting { manual };
         out.events.push(Event::RestartIssued { manual });
         out.commands.push(Command::Restart);

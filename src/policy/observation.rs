@@ -89,6 +89,35 @@ impl Observation {
         }
     }
 
+    /// The main problem in a few words, for a mail subject: the unit's state when it is not
+    /// running, else the first failing probe.
+    pub fn headline(&self) -> String {
+        match &self.unit {
+            Ok(unit) if unit.load_state == "not-found" => "unit not found".to_string(),
+            Ok(unit) if !unit.is_running() => {
+                let mut text = format!("unit {}", unit.active_state.as_str());
+                if !unit.result.is_empty() && unit.result != "success" {
+                    text.push_str(&format!(", {}", unit.result));
+                }
+                text
+            }
+            Err(_) => "unit state unknown".to_string(),
+            Ok(_) => match self.probes.iter().find(|p| !p.outcome.passes()) {
+                Some(probe) => {
+                    let kind = match &probe.outcome {
+                        crate::probe::Outcome::Refused { .. } => "refused",
+                        crate::probe::Outcome::TimedOut { .. } => "timed out",
+                        crate::probe::Outcome::BadReply { .. } => "bad reply",
+                        crate::probe::Outcome::TlsFailed { .. } => "TLS failed",
+                        _ => "failed",
+                    };
+                    format!("{} {kind}", probe.endpoint)
+                }
+                None => "no problem seen".to_string(),
+            },
+        }
+    }
+
     /// Every probe result, verbatim, one per line.
     pub fn probe_summary(&self) -> String {
         if self.probes.is_empty() {

@@ -228,6 +228,26 @@ async fn needs_attention_clears_when_healthy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn service_coming_back_is_rechecked_soon() {
+    let mut policy = ServicePolicy::new(Mode::Watch, true, Recovery::default());
+    after(&mut policy, 0, failed()).await;
+    // An admin starts it: active, but not listening yet.
+    let starting = after(&mut policy, 30, unresponsive()).await;
+    assert_eq!(starting.next_check, Some(Instant::now() + Duration::from_secs(2)));
+    let back = after(&mut policy, 2, healthy()).await;
+    assert_eq!(closed_with(&back), Some(Verdict::Recovered));
+}
+
+#[tokio::test(start_paused = true)]
+async fn quick_rechecks_end_after_verify_window() {
+    let mut policy = ServicePolicy::new(Mode::Watch, true, Recovery::default());
+    after(&mut policy, 0, failed()).await;
+    after(&mut policy, 30, unresponsive()).await;
+    let late = after(&mut policy, 31, unresponsive()).await;
+    assert_eq!(late.next_check, None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn dying_right_after_heal_is_crash_loop() {
     let mut policy = heal();
     crash_and_heal(&mut policy).await;
@@ -549,7 +569,12 @@ async fn manual_restart_of_healthy_service_stays_quiet() {
 #[tokio::test(start_paused = true)]
 async fn restored_incident_keeps_verdict_and_silence() {
     let restored = Restored {
-        open_incident: Some((Some(Verdict::RestartFailed), "port 25 refused".into(), true)),
+        open_incident: Some((
+            Some(Verdict::RestartFailed),
+            "port 25 refused".into(),
+            true,
+            Duration::from_secs(120),
+        )),
         restart_ages: vec![Duration::from_secs(60)],
         crash_loop_alert_age: None,
     };
@@ -566,6 +591,34 @@ async fn restored_incident_keeps_verdict_and_silence() {
     assert!(check.commands.is_empty(), "{check:?}");
     let back = after(&mut policy, 30, healthy()).await;
     assert_eq!(closed_with(&back), Some(Verdict::Recovered));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restored_incident_keeps_its_age() {
+    let restored = Restored {
+        open_incident: Some((None, "unit failed".into(), false, Duration::from_secs(300))),
+        restart_ages: vec![],
+        crash_loop_alert_age: None,
+    };
+    let mut policy =
+        ServicePolicy::restore(Mode::Heal, true, Recovery::default(), restored, Instant::now());
+    let back = after(&mut policy, 10, healthy()).await;
+    assert!(back.events.iter().any(|e| matches!(
+        e,
+        Event::IncidentClosed { after, .. } if *after == Duration::from_secs(310)
+    )), "{back:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn death_after_manual_restart_is_healed() {
+    let mut policy = heal();
+    after(&mut policy, 0, Input::RestartRequested).await;
+    after(&mut policy, 1, restart_ok()).await;
+    after(&mut policy, 1, healthy()).await;
+    // Dies 6 s after the admin's restart: a new failure, not a crash loop.
+    let down = after(&mut policy, 4, failed()).await;
+    assert_eq!(restarts(&down), 1, "{down:?}");
+    assert!(alerts(&down).is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -594,7 +647,7 @@ async fn restored_budget_still_limits() {
 #[tokio::test(start_paused = true)]
 async fn restored_incident_without_verdict_is_reevaluated() {
     let restored = Restored {
-        open_incident: Some((None, "unit failed".into(), false)),
+        open_incident: Some((None, "unit failed".into(), false, Duration::from_secs(5))),
         restart_ages: vec![],
         crash_loop_alert_age: None,
     };

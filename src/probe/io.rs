@@ -62,7 +62,15 @@ pub async fn connect(endpoint: &Endpoint, limit: Duration) -> Result<Stream, Out
             Ok(Box::new(stream))
         }
         Endpoint::Unix { path } => {
-            let stream = step("connect", limit, UnixStream::connect(path)).await?;
+            let stream = step("connect", limit, UnixStream::connect(path))
+                .await
+                .map_err(|outcome| match outcome {
+                    // "No such file or directory" reads like a bug; say what is missing.
+                    Outcome::Refused { .. } if !path.exists() => Outcome::Refused {
+                        error: format!("no socket at {}", path.display()),
+                    },
+                    other => other,
+                })?;
             Ok(Box::new(stream))
         }
     }
@@ -91,7 +99,7 @@ pub fn quote(bytes: &[u8]) -> String {
     format!("\"{text}\"")
 }
 
-/// Longest service self-description kept in a healthy outcome's detail, in characters.
+/// Maximum length of the detail that a healthy outcome keeps, in characters.
 const DETAIL_LEN: usize = 80;
 
 /// Turns what a peer sent about itself (an SMTP greeting, an HTTP status line) into a short
@@ -119,6 +127,38 @@ pub fn bad_reply(step: &str, expected: &str, got: &[u8]) -> Outcome {
         step: step.to_string(),
         expected: expected.to_string(),
         got: quote(got),
+    }
+}
+
+/// Reads until `buffer` is full or the peer closes the connection, and returns the number of
+/// bytes read. A count below `buffer.len()` means the peer closed early.
+pub async fn read_full<R>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let count = reader.read(&mut buffer[filled..]).await?;
+        if count == 0 {
+            break;
+        }
+        filled += count;
+    }
+    Ok(filled)
+}
+
+/// A peer that closed the connection before sending what `step` expected, quoting the bytes
+/// that did arrive.
+pub fn closed_early(step: &str, expected: &str, received: &[u8]) -> Outcome {
+    let got = if received.is_empty() {
+        "connection closed".to_string()
+    } else {
+        format!("{} then connection closed", quote(received))
+    };
+    Outcome::BadReply {
+        step: step.to_string(),
+        expected: expected.to_string(),
+        got,
     }
 }
 
@@ -334,14 +374,14 @@ pub(super) mod fake {
         (address, task)
     }
 
-    /// A probe of `protocol` against a fake server at `address`.
+    /// Builds a probe of `protocol` against a fake server at `address`.
     pub fn spec(protocol: Protocol, address: &str, mode: TlsMode) -> ProbeSpec {
         let endpoint = Endpoint::parse(address).expect("fake server address");
         ProbeSpec::new(protocol, Some(endpoint), "test").with_tls(mode)
     }
 
-    /// A TLS acceptor with a fresh self-signed certificate for localhost, valid from 30 days
-    /// ago until `not_after`.
+    /// Builds a TLS acceptor with a fresh self-signed certificate for localhost, valid from
+    /// 30 days ago until `not_after`.
     pub fn tls_acceptor(not_after: SystemTime) -> TlsAcceptor {
         let key = rcgen::KeyPair::generate().expect("generate key");
         let mut params =
@@ -350,8 +390,7 @@ pub(super) mod fake {
         params.not_after = not_after.into();
         let certificate = params.self_signed(&key).expect("self-sign certificate");
         let private_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        // The ring provider, the one the client side uses; see `tls::provider` for its
-        // deprecation.
+        // The ring provider, as on the client side. `tls::provider` explains its deprecation.
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -363,9 +402,10 @@ pub(super) mod fake {
         TlsAcceptor::from(Arc::new(config))
     }
 
-    /// A time `days` days from now.
+    /// Returns the time `days` days and one hour from now. The extra hour keeps the whole
+    /// days left at `days` while the test runs.
     pub fn days_from_now(days: u64) -> SystemTime {
-        SystemTime::now() + Duration::from_secs(days * 86_400)
+        SystemTime::now() + Duration::from_secs(days * 86_400 + 3_600)
     }
 }
 

@@ -152,8 +152,9 @@ pub enum Protocol {
     },
     /// `fail2ban-client ping` against the control socket.
     Fail2ban,
-    /// A test message to a syslog datagram socket such as /dev/log.
-    Syslog,
+    /// A test message to a syslog datagram socket such as /run/systemd/journal/syslog; with
+    /// `verify_file`, the message must then appear in that log file.
+    Syslog { verify_file: Option<PathBuf> },
     /// Send `send` (may be empty), expect a reply line containing `expect`.
     SendExpect { send: String, expect: String },
     /// Run a program; exit status 0 is healthy.
@@ -174,7 +175,7 @@ impl Protocol {
             Protocol::Mysql { .. } => "mysql",
             Protocol::Dns { .. } => "dns",
             Protocol::Fail2ban => "fail2ban",
-            Protocol::Syslog => "syslog",
+            Protocol::Syslog { .. } => "syslog",
             Protocol::SendExpect { .. } => "send/expect",
             Protocol::Command { .. } => "command",
         }
@@ -253,6 +254,7 @@ impl fmt::Display for ProbeSpec {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Healthy {
+        #[serde(rename = "latency_ms", serialize_with = "millis")]
         latency: Duration,
         /// What the service told about itself: "MariaDB 10.11.6", "SERVFAIL upstream".
         detail: Option<String>,
@@ -266,6 +268,7 @@ pub enum Outcome {
     /// A step did not finish within the timeout: `step` says which ("connect", "greeting").
     TimedOut {
         step: String,
+        #[serde(rename = "after_ms", serialize_with = "millis")]
         after: Duration,
     },
     /// The peer answered something other than the protocol requires.
@@ -285,6 +288,11 @@ pub enum Outcome {
     NotApplicable {
         reason: String,
     },
+}
+
+/// Writes a duration as fractional milliseconds, the unit JSON consumers expect for latency.
+pub fn millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64() * 1000.0)
 }
 
 impl Outcome {
@@ -402,7 +410,9 @@ pub async fn run(spec: &ProbeSpec, timeout: Duration) -> ProbeReport {
                 dns::check(&context, name, outside_name.as_deref()).await
             }
             Protocol::Fail2ban => fail2ban::check(&context).await,
-            Protocol::Syslog => syslog::check(&context).await,
+            Protocol::Syslog { verify_file } => {
+                syslog::check(&context, verify_file.as_deref()).await
+            }
             Protocol::SendExpect { send, expect } => {
                 connect::send_expect(&context, send, expect).await
             }
