@@ -217,7 +217,10 @@ async fn detect() -> ExitCode {
         } else {
             ", disabled and stopped: left out"
         };
-        eprintln!("# found {} ({}{usage})", detection.preset.name, detection.unit);
+        eprintln!(
+            "# found {} ({}{usage})",
+            detection.preset.name, detection.unit
+        );
     }
     if found.is_empty() {
         eprintln!("# none of the covered services is installed on this host");
@@ -344,7 +347,10 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 /// The services' last state as the daemon stored it.
 fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
     let Some(store) = Store::open_existing(&config.state_db())? else {
-        eprintln!("no state database at {} yet: the daemon has not run here", config.state_db().display());
+        eprintln!(
+            "no state database at {} yet: the daemon has not run here",
+            config.state_db().display()
+        );
         return Ok(Vec::new());
     };
     let states = store.service_states()?;

@@ -255,7 +255,10 @@ impl Store {
     pub fn close_unwatched(&self, watched: &[&str], at: SystemTime) -> anyhow::Result<usize> {
         let open = self.incidents(true, usize::MAX >> 1)?;
         let mut closed = 0;
-        for incident in open.iter().filter(|i| !watched.contains(&i.service.as_str())) {
+        for incident in open
+            .iter()
+            .filter(|i| !watched.contains(&i.service.as_str()))
+        {
             self.conn().execute(
                 "UPDATE incidents SET closed_ms = ?2, resolution = 'no longer watched' WHERE id = ?1",
                 params![incident.id, unix_ms(at)],

@@ -93,7 +93,10 @@ impl Engine {
         let watched = config.service_names();
         let closed = store.close_unwatched(&watched, SystemTime::now())?;
         if closed > 0 {
-            tracing::info!(closed, "closed the open incidents of services no longer configured");
+            tracing::info!(
+                closed,
+                "closed the open incidents of services no longer configured"
+            );
         }
         let mut handles = HashMap::new();
         let mut order = Vec::new();

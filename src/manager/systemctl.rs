@@ -63,7 +63,12 @@ impl Systemctl {
     pub async fn unit_enabled(&self, unit: &str) -> Result<bool, ManagerError> {
         let output = self
             .run(
-                &["show", "--property=UnitFileState,WantedBy,RequiredBy", "--", unit],
+                &[
+                    "show",
+                    "--property=UnitFileState,WantedBy,RequiredBy",
+                    "--",
+                    unit,
+                ],
                 self.call_timeout,
             )
             .await

@@ -233,7 +233,10 @@ async fn service_coming_back_is_rechecked_soon() {
     after(&mut policy, 0, failed()).await;
     // An admin starts it: active, but not listening yet.
     let starting = after(&mut policy, 30, unresponsive()).await;
-    assert_eq!(starting.next_check, Some(Instant::now() + Duration::from_secs(2)));
+    assert_eq!(
+        starting.next_check,
+        Some(Instant::now() + Duration::from_secs(2))
+    );
     let back = after(&mut policy, 2, healthy()).await;
     assert_eq!(closed_with(&back), Some(Verdict::Recovered));
 }
@@ -600,13 +603,21 @@ async fn restored_incident_keeps_its_age() {
         restart_ages: vec![],
         crash_loop_alert_age: None,
     };
-    let mut policy =
-        ServicePolicy::restore(Mode::Heal, true, Recovery::default(), restored, Instant::now());
+    let mut policy = ServicePolicy::restore(
+        Mode::Heal,
+        true,
+        Recovery::default(),
+        restored,
+        Instant::now(),
+    );
     let back = after(&mut policy, 10, healthy()).await;
-    assert!(back.events.iter().any(|e| matches!(
-        e,
-        Event::IncidentClosed { after, .. } if *after == Duration::from_secs(310)
-    )), "{back:?}");
+    assert!(
+        back.events.iter().any(|e| matches!(
+            e,
+            Event::IncidentClosed { after, .. } if *after == Duration::from_secs(310)
+        )),
+        "{back:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

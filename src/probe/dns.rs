@@ -173,7 +173,7 @@ fn build_query(id: u16, name: &Name) -> Result<Vec<u8>, Outcome> {
 
 /// Checks one datagram against the query. Returns the reply when it answers the query, `None`
 /// when it belongs to another query, and a bad reply when it is no DNS response.
-fn match_reply(
+pub(super) fn match_reply(
     datagram: &[u8],
     id: u16,
     name: &Name,
@@ -218,7 +218,7 @@ fn random_id() -> u16 {
 }
 
 /// Summarizes a reply as its response code and answer count, such as "NOERROR, 1 answer".
-fn summarize(reply: &Message) -> String {
+pub(super) fn summarize(reply: &Message) -> String {
     let count = reply.answers().len();
     let noun = if count == 1 { "answer" } else { "answers" };
     format!("{}, {count} {noun}", mnemonic(reply.response_code()))

@@ -76,7 +76,7 @@ fn build_request(path: &str, host: &str) -> Result<String, Outcome> {
 
 /// Reads status lines until a final one, skipping interim 1xx responses with their headers,
 /// all within `limit`. Returns the final status line and its code.
-async fn read_final_status(
+pub(super) async fn read_final_status(
     reader: &mut LineReader,
     limit: std::time::Duration,
 ) -> Result<(Vec<u8>, u16), Outcome> {

@@ -159,13 +159,13 @@ pub(super) async fn pop3(context: &Context<'_>) -> Result<Passed, Outcome> {
 }
 
 /// One SMTP reply: the text of each line after the code and separator.
-struct SmtpReply {
-    texts: Vec<Vec<u8>>,
+pub(super) struct SmtpReply {
+    pub(super) texts: Vec<Vec<u8>>,
 }
 
 impl SmtpReply {
     /// Returns the EHLO keywords, uppercased: the first word of every line but the first.
-    fn keywords(&self) -> Vec<String> {
+    pub(super) fn keywords(&self) -> Vec<String> {
         self.texts
             .iter()
             .skip(1)
@@ -174,14 +174,14 @@ impl SmtpReply {
             .collect()
     }
 
-    fn offers(&self, keyword: &str) -> bool {
+    pub(super) fn offers(&self, keyword: &str) -> bool {
         self.keywords().iter().any(|offered| offered == keyword)
     }
 }
 
 /// Reads one SMTP reply of one or more lines (`250-...` then `250 ...`) within `limit`, and
 /// requires every line to carry `code`.
-async fn read_smtp_reply(
+pub(super) async fn read_smtp_reply(
     reader: &mut LineReader,
     step: &str,
     code: u16,
@@ -228,7 +228,7 @@ fn parse_smtp_line(line: &[u8]) -> Option<(u16, bool, &[u8])> {
 
 /// Returns the text of an IMAP greeting without its response code (`* OK [CAPABILITY ...]
 /// Dovecot ready.` gives `Dovecot ready.`), or None unless the status is OK or PREAUTH.
-fn imap_greeting_text(line: &[u8]) -> Option<&[u8]> {
+pub(super) fn imap_greeting_text(line: &[u8]) -> Option<&[u8]> {
     let (status, text) = split_word(line.strip_prefix(b"* ")?);
     if !status.eq_ignore_ascii_case(b"OK") && !status.eq_ignore_ascii_case(b"PREAUTH") {
         return None;
@@ -245,7 +245,7 @@ fn imap_greeting_text(line: &[u8]) -> Option<&[u8]> {
 /// Reads the untagged responses to the IMAP command tagged `tag`, then its tagged status,
 /// which must be OK, all within `limit`. Returns the capabilities that `* CAPABILITY` lines
 /// listed.
-async fn read_imap_reply(
+pub(super) async fn read_imap_reply(
     reader: &mut LineReader,
     tag: &str,
     step: &str,
@@ -283,7 +283,7 @@ async fn read_imap_reply(
 }
 
 /// Returns the text after a POP3 `+OK`, or None for `-ERR` and anything else.
-fn pop3_ok_text(line: &[u8]) -> Option<&[u8]> {
+pub(super) fn pop3_ok_text(line: &[u8]) -> Option<&[u8]> {
     if line == b"+OK" {
         return Some(&[]);
     }

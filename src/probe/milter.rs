@@ -4,8 +4,7 @@
 //! A milter packet is a 4-byte big-endian length, a command byte and the data, and the length
 //! counts the command byte. Constants follow Sendmail's libmilter `mfdef.h` (8.40). A healthy
 //! milter replies to our `O` packet with its own `O` packet, which carries the protocol version
-//! it speaks. After that the probe sends SMFIC_QUIT, so the filter ends the session without
-//! logging an error.
+//! it speaks. After that the probe sends SMFIC_QUIT to close the connection as an MTA does.
 
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use super::{Context, Outcome, Passed};
 /// SMFIC_OPTNEG: option negotiation, which the MTA sends first and the milter replies to.
 const OPTNEG: u8 = b'O';
 
-/// SMFIC_QUIT: the MTA ends the milter session.
+/// SMFIC_QUIT: the MTA closes the milter connection.
 const QUIT: u8 = b'Q';
 
 /// Protocol version offered: 6 is the current one (SMFI_PROT_VERSION in `mfdef.h`).
@@ -97,7 +96,7 @@ fn optneg_data() -> [u8; OPTIONS_LEN] {
 
 /// Reads one packet within `limit` and returns its command byte and data. A length field of 0
 /// or above `MAX_PACKET` is a bad reply, checked before anything is allocated.
-async fn read_packet(
+pub(super) async fn read_packet(
     stream: &mut Stream,
     step_name: &str,
     limit: Duration,
@@ -136,7 +135,7 @@ async fn read_packet(
 }
 
 /// Checks an OPTNEG reply and returns the protocol version the milter chose.
-fn parse_optneg_reply(command: u8, data: &[u8]) -> Result<u32, Outcome> {
+pub(super) fn parse_optneg_reply(command: u8, data: &[u8]) -> Result<u32, Outcome> {
     if command != OPTNEG {
         let mut got = vec![command];
         got.extend_from_slice(data);

@@ -9,6 +9,8 @@ mod command;
 mod connect;
 mod dns;
 mod fail2ban;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod io;
 mod mail;

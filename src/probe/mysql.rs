@@ -84,7 +84,10 @@ pub(super) async fn check(
 /// Reads one packet within `limit`: a 3-byte little-endian payload length, a sequence id and
 /// the payload. Returns the sequence id and the payload. The length is checked against
 /// `MAX_FIRST_PACKET` before anything is allocated.
-async fn read_first_packet(stream: &mut Stream, limit: Duration) -> Result<(u8, Vec<u8>), Outcome> {
+pub(super) async fn read_first_packet(
+    stream: &mut Stream,
+    limit: Duration,
+) -> Result<(u8, Vec<u8>), Outcome> {
     let read = async {
         let mut header = [0u8; 4];
         let filled = io::read_full(stream, &mut header).await?;
@@ -120,7 +123,7 @@ async fn read_first_packet(stream: &mut Stream, limit: Duration) -> Result<(u8, 
 
 /// Checks the first packet and returns the server version it announces. An error packet is a
 /// bad reply that quotes the server's message.
-fn parse_first_packet(sequence: u8, payload: &[u8]) -> Result<String, Outcome> {
+pub(super) fn parse_first_packet(sequence: u8, payload: &[u8]) -> Result<String, Outcome> {
     if payload.first() == Some(&ERROR_PACKET) {
         return Err(Outcome::BadReply {
             step: HANDSHAKE.to_string(),
@@ -183,7 +186,7 @@ fn describe_error_packet(payload: &[u8]) -> String {
 }
 
 /// Names the server product and version: "MariaDB 10.11.6" or "MySQL 8.0.36".
-fn describe_server(version: &str) -> String {
+pub(super) fn describe_server(version: &str) -> String {
     let version = version.strip_prefix(MARIADB_PREFIX).unwrap_or(version);
     match version.split_once("-MariaDB") {
         Some((number, _build)) => format!("MariaDB {number}"),

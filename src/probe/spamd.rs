@@ -31,7 +31,7 @@ pub(super) async fn check(context: &Context<'_>) -> Result<Passed, Outcome> {
 
 /// Returns the protocol version (`SPAMD/1.5`) of a `SPAMD/1.x 0 PONG` reply, or None for
 /// anything else, such as an error `SPAMD/1.0 76 Bad header line`.
-fn parse_pong(line: &[u8]) -> Option<&[u8]> {
+pub(super) fn parse_pong(line: &[u8]) -> Option<&[u8]> {
     let mut words = line.split(|&byte| byte == b' ');
     let version = words.next()?;
     let number = version.strip_prefix(b"SPAMD/1.")?;

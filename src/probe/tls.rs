@@ -160,7 +160,11 @@ pub async fn handshake(
 
 /// Checks the leaf certificate's notAfter: expired is a failure, expiring within `warn_days`
 /// is a warning.
-fn expiry_check(der: &[u8], warn_days: u32, now: SystemTime) -> Result<Option<String>, Outcome> {
+pub(super) fn expiry_check(
+    der: &[u8],
+    warn_days: u32,
+    now: SystemTime,
+) -> Result<Option<String>, Outcome> {
     let (_, cert) =
         x509_parser::parse_x509_certificate(der).map_err(|error| Outcome::TlsFailed {
             error: format!("cannot parse the server certificate: {error}"),

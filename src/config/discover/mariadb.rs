@@ -17,8 +17,26 @@ const SERVER_GROUPS: [&str; 5] = ["client-server", "server", "mysqld", "mariadb"
 const MAX_INCLUDE_DEPTH: usize = 10;
 const EXAMPLE: &str = r#"probe = { mysql = "/run/mysqld/mysqld.sock" }"#;
 
-/// Finds the Unix socket the server listens on: the last `socket` in a server group.
+/// Debian's maintenance credentials, readable by root only. With them the probe logs in and
+/// runs `SELECT 1`; a handshake alone would make MariaDB log "Aborted connection ... without
+/// authentication" at every check.
+const DEBIAN_CREDENTIALS: &str = "/etc/mysql/debian.cnf";
+
+/// Finds the Unix socket the server listens on (the last `socket` in a server group), and logs
+/// in with Debian's maintenance credentials when this process can read them.
 pub(super) fn discover(root: &Root) -> Discovery {
+    let mut found = discover_socket(root);
+    if root.read(Path::new(DEBIAN_CREDENTIALS)).is_ok() {
+        for probe in &mut found.probes {
+            if let crate::probe::Protocol::Mysql { credentials } = &mut probe.protocol {
+                *credentials = Some(PathBuf::from(DEBIAN_CREDENTIALS));
+            }
+        }
+    }
+    found
+}
+
+fn discover_socket(root: &Root) -> Discovery {
     let mut reader = OptionReader {
         root,
         socket: None,
@@ -279,6 +297,23 @@ mod tests {
         );
         // The path as the server reads it, through the symbolic links.
         assert_eq!(found.probes[0].source, "/etc/mysql/my.cnf:6");
+    }
+
+    #[test]
+    fn debian_credentials_used_when_readable() {
+        let dir = debian_tree();
+        write(
+            dir.path(),
+            "/etc/mysql/debian.cnf",
+            "[client]\nuser = root\npassword =\nsocket = /run/mysqld/mysqld.sock\n",
+        );
+        let found = discover(&Root::new(dir.path()));
+        assert_eq!(
+            found.probes[0].protocol,
+            Protocol::Mysql {
+                credentials: Some(PathBuf::from("/etc/mysql/debian.cnf"))
+            }
+        );
     }
 
     #[test]

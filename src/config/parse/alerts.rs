@@ -1,0 +1,349 @@
+//! The `[alerts]` table and its `[[alerts.relay]]` entries: sender, recipients, sendmail and
+//! SMTP relays.
+
+use std::fs;
+use std::net::Ipv6Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use toml_edit::Value;
+
+use super::checker::{example_of, join_key, Checker, Field, Keys};
+use crate::config::{
+    default_sendmail, AlertConfig, RelayConfig, TlsMode, DEFAULT_JOURNAL_LINES,
+    DEFAULT_RELAY_TIMEOUT, DEFAULT_SENDMAIL,
+};
+
+const ALERT_KEYS: Keys = &[
+    ("from", r#"from = "selfheal@mail.example.org""#),
+    ("to", r#"to = ["admin@example.org"]"#),
+    ("journal_lines", "journal_lines = 20"),
+    ("sendmail", r#"sendmail = "/usr/sbin/sendmail""#),
+    ("relay", r#"[[alerts.relay]]"#),
+];
+
+const RELAY_KEYS: Keys = &[
+    ("host", r#"host = "smtp.example.net""#),
+    ("port", "port = 587"),
+    ("tls", r#"tls = "starttls""#),
+    ("username", r#"username = "selfheal""#),
+    (
+        "password_file",
+        r#"password_file = "/etc/selfheal/relay-password""#,
+    ),
+    ("timeout", r#"timeout = "30s""#),
+];
+
+/// Upper bound of `journal_lines`. At about 100 bytes per journal line, it keeps the journal
+/// part of an alert mail to roughly 1 MB.
+const MAX_JOURNAL_LINES: i64 = 10_000;
+
+impl Checker<'_> {
+    pub(super) fn alerts(&mut self, field: &Field<'_>) -> AlertConfig {
+        let mut alerts = AlertConfig {
+            journal_lines: DEFAULT_JOURNAL_LINES,
+            ..AlertConfig::default()
+        };
+        let Some(table) = self.table(field, "a table such as [alerts]") else {
+            alerts.sendmail = default_sendmail();
+            return alerts;
+        };
+
+        let mut from_present = false;
+        let mut to_line = None;
+        let mut sendmail_present = false;
+        let mut relay_count = 0;
+        for entry in self.fields(table, &field.path, field.line, &[ALERT_KEYS]) {
+            match entry.name {
+                "from" => {
+                    from_present = true;
+                    alerts.from = self.address(&entry);
+                }
+                "to" => {
+                    to_line = Some(entry.line);
+                    alerts.to = self.recipients(&entry);
+                }
+                "journal_lines" => {
+                    if let Some(lines) = self.integer(&entry, 0..=MAX_JOURNAL_LINES) {
+                        alerts.journal_lines = usize::try_from(lines).unwrap_or_default();
+                    }
+                }
+                "sendmail" => {
+                    sendmail_present = true;
+                    alerts.sendmail = self.sendmail(&entry);
+                }
+                "relay" => {
+                    let (relays, count) = self.relays(&entry);
+                    alerts.relays = relays;
+                    relay_count = count;
+                }
+                _ => self.unknown_key(&entry, &[ALERT_KEYS]),
+            }
+        }
+        if !sendmail_present {
+            alerts.sendmail = default_sendmail();
+        }
+
+        let from_key = join_key(&field.path, "from");
+        if !alerts.to.is_empty() && !from_present {
+            self.error(
+                field.line,
+                &from_key,
+                "missing sender address; `from` is required when `to` names recipients".to_string(),
+                example_of(ALERT_KEYS, "from"),
+            );
+        }
+        if let Some(line) = to_line {
+            if !alerts.to.is_empty() && relay_count == 0 && alerts.sendmail.is_none() {
+                self.warn(
+                    line,
+                    &join_key(&field.path, "to"),
+                    format!(
+                        "no alert can be delivered: there is no [[alerts.relay]] and no \
+                         sendmail ({DEFAULT_SENDMAIL} is not installed or sendmail = false)"
+                    ),
+                    example_of(ALERT_KEYS, "relay"),
+                );
+            }
+        }
+        if alerts.to.is_empty() && relay_count > 0 {
+            self.warn(
+                field.line,
+                &join_key(&field.path, "to"),
+                "relays are configured but no recipient, so no alert is sent".to_string(),
+                example_of(ALERT_KEYS, "to"),
+            );
+        }
+        alerts
+    }
+
+    fn recipients(&mut self, field: &Field<'_>) -> Vec<String> {
+        if field.node.value().is_some_and(Value::is_str) {
+            return self.address(field).into_iter().collect();
+        }
+        let Some(elements) = self.elements(field) else {
+            self.wrong_type(field, "an array of addresses");
+            return Vec::new();
+        };
+        elements
+            .iter()
+            .filter_map(|element| self.address(element))
+            .collect()
+    }
+
+    fn sendmail(&mut self, field: &Field<'_>) -> Option<PathBuf> {
+        match field.node.value().and_then(Value::as_bool) {
+            Some(false) => return None,
+            Some(true) => {
+                self.invalid(
+                    field,
+                    "expected the path of the sendmail binary, or false to disable it, \
+                     found true"
+                        .to_string(),
+                );
+                return None;
+            }
+            None => {}
+        }
+        if !field.node.value().is_some_and(Value::is_str) {
+            self.wrong_type(field, "a path or false");
+            return None;
+        }
+        let path = self.absolute_path(field)?;
+        match fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() && metadata.permissions().mode() & 0o111 != 0 => {
+                Some(path)
+            }
+            Ok(_) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "{} is not an executable file; point sendmail at the binary or set \
+                         sendmail = false",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            Err(err) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "sendmail binary {} not found: {err}; install it or set \
+                         sendmail = false",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads `[[alerts.relay]]`; returns the valid relays and the number of relay tables.
+    fn relays(&mut self, field: &Field<'_>) -> (Vec<RelayConfig>, usize) {
+        if field.node.table().is_some() {
+            self.invalid(
+                field,
+                "a relay is an entry of an array of tables; write the header with double \
+                 brackets, [[alerts.relay]]"
+                    .to_string(),
+            );
+            return (Vec::new(), 0);
+        }
+        let Some(elements) = self.elements(field) else {
+            self.wrong_type(field, "an array of tables such as [[alerts.relay]]");
+            return (Vec::new(), 0);
+        };
+        let relays = elements
+            .iter()
+            .filter_map(|element| self.relay(element))
+            .collect();
+        (relays, elements.len())
+    }
+
+    fn relay(&mut self, field: &Field<'_>) -> Option<RelayConfig> {
+        let table = self.table(field, "a table such as [[alerts.relay]]")?;
+        let mut host_present = false;
+        let mut host = None;
+        let mut port = None;
+        let mut tls = None;
+        let mut username_line = None;
+        let mut username = None;
+        let mut password_line = None;
+        let mut password_file = None;
+        let mut timeout = None;
+        for entry in self.fields(table, &field.path, field.line, &[RELAY_KEYS]) {
+            match entry.name {
+                "host" => {
+                    host_present = true;
+                    host = self.relay_host(&entry);
+                }
+                "port" => {
+                    port = self
+                        .integer(&entry, 1..=65535)
+                        .and_then(|port| u16::try_from(port).ok());
+                }
+                "tls" => tls = self.tls(&entry),
+                "username" => {
+                    username_line = Some(entry.line);
+                    username = self.word(&entry).map(str::to_string);
+                }
+                "password_file" => {
+                    password_line = Some(entry.line);
+                    password_file = self.absolute_path(&entry);
+                    if let Some(path) = &password_file {
+                        self.check_secret_file(&entry, path, "password file");
+                    }
+                }
+                "timeout" => timeout = self.duration(&entry, false),
+                _ => self.unknown_key(&entry, &[RELAY_KEYS]),
+            }
+        }
+
+        if !host_present {
+            self.error(
+                field.line,
+                &join_key(&field.path, "host"),
+                "missing relay host; every [[alerts.relay]] needs one".to_string(),
+                example_of(RELAY_KEYS, "host"),
+            );
+        }
+        match (username_line, password_line) {
+            (Some(line), None) => self.error(
+                line,
+                &join_key(&field.path, "username"),
+                "`username` needs `password_file`, the file with the relay password".to_string(),
+                example_of(RELAY_KEYS, "password_file"),
+            ),
+            (None, Some(line)) => self.error(
+                line,
+                &join_key(&field.path, "password_file"),
+                "`password_file` needs `username`, the user to log in to the relay as".to_string(),
+                example_of(RELAY_KEYS, "username"),
+            ),
+            _ => {}
+        }
+        let tls = tls.unwrap_or(TlsMode::Starttls);
+        if let (TlsMode::None, Some(line)) = (tls, username_line) {
+            self.warn(
+                line,
+                &join_key(&field.path, "tls"),
+                "tls = \"none\" sends the relay password unencrypted".to_string(),
+                example_of(RELAY_KEYS, "tls"),
+            );
+        }
+
+        let default_port = match tls {
+            TlsMode::Tls => 465,
+            TlsMode::Starttls => 587,
+            TlsMode::None => 25,
+        };
+        Some(RelayConfig {
+            host: host?,
+            port: port.unwrap_or(default_port),
+            tls,
+            username,
+            password_file,
+            timeout: timeout.unwrap_or(DEFAULT_RELAY_TIMEOUT),
+        })
+    }
+
+    fn relay_host(&mut self, field: &Field<'_>) -> Option<String> {
+        let host = self.word(field)?;
+        if host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
+            self.invalid(
+                field,
+                format!("host \"{host}\" contains a port or brackets; set the port with `port`"),
+            );
+            return None;
+        }
+        Some(host.to_string())
+    }
+
+    /// Reads a mail address: one `@` with text on both sides, and no spaces or angle brackets.
+    fn address(&mut self, field: &Field<'_>) -> Option<String> {
+        let text = self.string(field)?;
+        match check_address(text) {
+            Ok(()) => Some(text.to_string()),
+            Err(reason) => {
+                self.invalid(field, format!("invalid address \"{text}\": {reason}"));
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, field: &Field<'_>) -> Option<TlsMode> {
+        match self.string(field)? {
+            "tls" => Some(TlsMode::Tls),
+            "starttls" => Some(TlsMode::Starttls),
+            "none" => Some(TlsMode::None),
+            other => {
+                self.invalid(
+                    field,
+                    format!(
+                        "invalid tls mode \"{other}\"; expected \"tls\" (port 465), \
+                         \"starttls\" (port 587) or \"none\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn check_address(address: &str) -> Result<(), &'static str> {
+    if address
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
+    {
+        return Err("an address has no spaces, angle brackets, commas or semicolons");
+    }
+    match address.split_once('@') {
+        None => Err("an address needs one @"),
+        Some((_, domain)) if domain.contains('@') => Err("an address has exactly one @"),
+        Some((local, domain)) if local.is_empty() || domain.is_empty() => {
+            Err("an address needs text on both sides of the @")
+        }
+        Some(_) => Ok(()),
+    }
+}
