@@ -1,5 +1,6 @@
-//! Measures what probes cost: wall time, CPU time and latency. Prints figures and never fails
-//! on timing; the exit status is 1 only when a probe or a service check failed.
+//! Measures what probes cost: wall time, CPU time and latency. The exit status does not depend
+//! on timing. It is 1 when a probe or a service check failed, and 2 when the benchmark cannot
+//! start (invalid arguments, invalid config).
 //!
 //! ```text
 //! bench_probes synthetic [--probes 1000] [--concurrency 32] [--runs 5]
@@ -48,7 +49,7 @@ const SERVER_THREAD: &str = "bench-server";
 const PROBE_THREAD: &str = "bench-probe";
 
 #[derive(Parser)]
-#[command(about = "Benchmark selfheal's probes and its check cycle; prints figures")]
+#[command(about = "Benchmark selfheal's probes and its check cycle, and print the figures")]
 struct Args {
     #[command(subcommand)]
     mode: Mode,
@@ -64,7 +65,7 @@ enum Mode {
         /// Probes in flight at once in the concurrent mode.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// Runs of each mode; the summary row is their median.
+        /// Runs of each mode. The summary row contains their medians.
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
@@ -121,6 +122,8 @@ struct RunFigures {
     wall: Duration,
     /// CPU time (user + system) of the whole process: probes and servers.
     cpu_total: Duration,
+    /// CPU time of the process less that of the server runtime's threads.
+    cpu_probes: Duration,
     /// CPU time of the server runtime's threads.
     cpu_servers: Duration,
     latency_median: Duration,
@@ -129,10 +132,6 @@ struct RunFigures {
 }
 
 impl RunFigures {
-    fn cpu_probes(&self) -> Duration {
-        self.cpu_total.saturating_sub(self.cpu_servers)
-    }
-
     fn probes_per_second(&self, probes: usize) -> f64 {
         probes as f64 / self.wall.as_secs_f64()
     }
@@ -156,16 +155,18 @@ fn synthetic(probes: usize, concurrency: usize, runs: usize) -> Result<bool, Str
 
     println!(
         "synthetic: {probes} probes per run ({} smtp, {} imap, {} tcp) to in-process servers on \
-         127.0.0.1, step timeout {} s, {} CPUs",
+         127.0.0.1, step timeout {} s, {} CPUs, load average {}",
         probes.div_ceil(3),
         (probes + 1) / 3,
         probes / 3,
         SYNTHETIC_TIMEOUT.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
     );
     println!(
         "CPU columns: the whole process, the probe side (process minus {SERVER_THREAD} threads), \
-         the servers"
+         the servers. Rows \"med\" contain the median of each column, probes/s from the median \
+         wall, and the failures of all runs together."
     );
     println!(
         "{:<16} {:>3} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
@@ -192,10 +193,13 @@ fn synthetic(probes: usize, concurrency: usize, runs: usize) -> Result<bool, Str
             let (latencies, failures) = runtime.block_on(run_concurrent(specs.clone(), in_flight));
             let wall = started.elapsed();
             let after = CpuSample::take();
+            let cpu_total = after.process.saturating_sub(before.process);
+            let cpu_servers = after.servers.saturating_sub(before.servers);
             let run_figures = RunFigures {
                 wall,
-                cpu_total: after.process.saturating_sub(before.process),
-                cpu_servers: after.servers.saturating_sub(before.servers),
+                cpu_total,
+                cpu_probes: cpu_total.saturating_sub(cpu_servers),
+                cpu_servers,
                 latency_median: percentile(&latencies, 50.0),
                 latency_p99: percentile(&latencies, 99.0),
                 failures: failures.len(),
@@ -221,7 +225,7 @@ fn print_run_row(label: &str, run: &str, figures: &RunFigures, probes: usize) {
         run,
         figures.wall.as_secs_f64(),
         figures.cpu_total.as_secs_f64(),
-        figures.cpu_probes().as_secs_f64(),
+        figures.cpu_probes.as_secs_f64(),
         figures.cpu_servers.as_secs_f64(),
         figures.probes_per_second(probes),
         millis(figures.latency_median),
@@ -230,21 +234,22 @@ fn print_run_row(label: &str, run: &str, figures: &RunFigures, probes: usize) {
     );
 }
 
-/// Takes the median of each column across runs, column by column.
+/// Takes the median of each column across runs, column by column, and the sum of failures.
 fn median_figures(runs: &[RunFigures]) -> RunFigures {
     let column = |value: fn(&RunFigures) -> Duration| {
-        let values: Vec<Duration> = runs.iter().map(value).collect();
+        let mut values: Vec<Duration> = runs.iter().map(value).collect();
+        values.sort_unstable();
         percentile(&values, 50.0)
     };
-    let mut failures: Vec<usize> = runs.iter().map(|run| run.failures).collect();
-    failures.sort_unstable();
     RunFigures {
         wall: column(|run| run.wall),
         cpu_total: column(|run| run.cpu_total),
+        cpu_probes: column(|run| run.cpu_probes),
         cpu_servers: column(|run| run.cpu_servers),
         latency_median: column(|run| run.latency_median),
         latency_p99: column(|run| run.latency_p99),
-        failures: failures[(failures.len() - 1) / 2],
+        // A median would hide a failure that occurred in only one run.
+        failures: runs.iter().map(|run| run.failures).sum(),
     }
 }
 
@@ -347,8 +352,8 @@ where
                 tokio::spawn(serve(stream));
             }
             Err(error) => {
-                // EMFILE and the like pass; the probe that was not accepted times out and
-                // counts as a failure.
+                // A failed accept, such as EMFILE, is retried after a pause. The probe whose
+                // connection waits in the backlog meanwhile shows it as latency or a timeout.
                 eprintln!("bench_probes: accept failed: {error}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -410,7 +415,7 @@ async fn serve_imap(stream: TcpStream) {
 
 // ---- Cycle mode ----------------------------------------------------------------------------
 
-/// What one service's check in one cycle produced.
+/// Result of one service's check in one cycle.
 struct ServiceSample {
     /// Time from the start of the cycle until this service's observation was complete.
     elapsed: Duration,
@@ -467,16 +472,17 @@ async fn measure_cycles(config: Config, cycles: usize, pause: Duration) -> Resul
 
     println!(
         "cycle: {} services, service manager {} (connected in {:.1} ms, units resolved in \
-         {:.1} ms), {} CPUs",
+         {:.1} ms), {} CPUs, load average {}",
         services.len(),
         managers.backend_name(),
         millis(connect_time),
         millis(resolve_time),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average(),
     );
 
-    // The first cycle opens connections and loads programs for the first time; it is shown
-    // apart and left out of the figures.
+    // The first cycle may pay for first-time work, such as the first D-Bus calls and programs
+    // not yet in the page cache. It is shown apart and left out of the figures.
     let first = run_cycle(&managers, &services).await;
     println!(
         "first cycle (not counted): {:.1} ms wall",
@@ -675,6 +681,20 @@ fn print_status_table(services: &[(Arc<ServiceConfig>, Arc<Target>)], times: &[V
 
 // ---- Shared helpers ------------------------------------------------------------------------
 
+/// Returns the 1, 5 and 15 minute load averages from /proc/loadavg, because other work on the
+/// machine changes every figure.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Returns the nearest-rank percentile `p` (0 to 100) of `sorted`, or zero when it is empty.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -691,7 +711,7 @@ fn millis(duration: Duration) -> f64 {
 /// CPU time used so far, user and system together.
 struct CpuSample {
     process: Duration,
-    /// Ended child processes that this process has waited for.
+    /// CPU time of the ended child processes that this process has waited for.
     children: Duration,
     /// Threads of the server runtime that are still alive.
     servers: Duration,

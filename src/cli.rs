@@ -344,7 +344,7 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The services' last state as the daemon stored it.
+/// Reads the services' last state as the daemon stored it.
 fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
     let Some(store) = Store::open_existing(&config.state_db())? else {
         eprintln!(
@@ -416,7 +416,7 @@ async fn restart(config: Config, managers: Managers, name: &str) -> anyhow::Resu
     })
 }
 
-/// The daemon's restart path, run in this process: restart, verify, record, alert.
+/// Runs the daemon's restart path in this process: restart, verify, record, alert.
 async fn restart_without_daemon(
     config: &Config,
     managers: Managers,

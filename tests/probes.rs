@@ -1,6 +1,6 @@
 //! Every preset's probe against the real daemon from Debian's packages, under a contained
 //! systemd: healthy when running, down when stopped, timed out when hung (SIGSTOP), not healthy
-//! when another program holds its port; and hung services healed by the daemon.
+//! when another program listens on its port; and hung services healed by the daemon.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -27,7 +27,7 @@ const SERVICES: [(&str, &str); 10] = [
     ("fail2ban", "fail2ban.service"),
 ];
 
-/// A rig running the whole mail stack, and a config enabling every preset.
+/// Boots a rig running the whole mail stack, and writes a config enabling every preset.
 fn stack(name: &str, extra: &str) -> (Rig, String) {
     let rig = Rig::boot(name);
     let mut units = vec!["dbus.socket"];
@@ -112,7 +112,7 @@ fn stopped_services_are_down() {
         let rows = check(&rig, &config, Some(service));
         let row = row(&rows, service);
         assert_eq!(row["state"], "down", "{row}");
-        // The probe itself must also fail: a stopped service answers nowhere.
+        // The probe itself must also fail: nothing listens for a stopped service.
         let outcomes = outcomes(row);
         assert!(
             outcomes.iter().all(|o| o != "healthy"),

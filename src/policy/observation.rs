@@ -3,7 +3,7 @@
 use crate::manager::{ActiveState, UnitStatus};
 use crate::probe::ProbeReport;
 
-/// What one check of a service saw.
+/// Result of one check of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// The unit's state, or why it could not be read.
@@ -11,7 +11,7 @@ pub struct Observation {
     pub probes: Vec<ProbeReport>,
 }
 
-/// What an observation means for recovery.
+/// Meaning of an observation for recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     /// Unit running and every probe passed.
@@ -59,7 +59,7 @@ impl Observation {
         self.unit.as_ref().ok().and_then(|u| u.n_restarts)
     }
 
-    /// The unit's state in systemctl's words: "activating (auto-restart)".
+    /// Describes the unit's state in systemctl's words: "activating (auto-restart)".
     pub fn unit_state(&self) -> String {
         match &self.unit {
             Ok(unit) => unit.describe(),
@@ -67,7 +67,7 @@ impl Observation {
         }
     }
 
-    /// What is wrong, in one line: the unit's state when it is not running, then every
+    /// Describes the problem in one line: the unit's state when it is not running, then every
     /// failing probe.
     pub fn problem(&self) -> String {
         let mut parts = Vec::new();
@@ -118,7 +118,7 @@ impl Observation {
         }
     }
 
-    /// Every probe result, verbatim, one per line.
+    /// Lists every probe result, verbatim, one per line.
     pub fn probe_summary(&self) -> String {
         if self.probes.is_empty() {
             return "no probe configured (unit state only)".to_string();

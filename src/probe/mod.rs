@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// Where a probe connects.
+/// Address a probe connects to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
@@ -82,7 +82,7 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// How a probe uses TLS.
+/// TLS use of a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
@@ -146,8 +146,8 @@ pub enum Protocol {
     Milter,
     /// The server's handshake packet (protocol 10); with credentials, a login and `SELECT 1`.
     Mysql { credentials: Option<PathBuf> },
-    /// A UDP query for `name`; with `outside_name`, a second query tells "upstream unreachable"
-    /// (SERVFAIL) apart from "resolver down".
+    /// A UDP query for `name`. With `outside_name`, a second query separates "upstream
+    /// unreachable" (SERVFAIL) from "resolver down".
     Dns {
         name: String,
         outside_name: Option<String>,
@@ -188,11 +188,11 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeSpec {
     pub protocol: Protocol,
-    /// Where to connect; `None` only for `Command`.
+    /// Endpoint to connect to; `None` only for `Command`.
     pub endpoint: Option<Endpoint>,
     pub tls: TlsOptions,
-    /// Where the endpoint came from: "preset", "config", or the service's own config file and
-    /// line, such as "/etc/postfix/master.cf:17".
+    /// Origin of the endpoint: "preset", "config", or the service's own config file and line,
+    /// such as "/etc/postfix/master.cf:17".
     pub source: String,
 }
 
@@ -211,7 +211,7 @@ impl ProbeSpec {
         self
     }
 
-    /// A plain TCP connect probe of `host:port`.
+    /// Builds a plain TCP connect probe of `host:port`.
     pub fn tcp(address: &str, source: &str) -> Result<ProbeSpec, String> {
         match Endpoint::parse(address)? {
             endpoint @ Endpoint::Tcp { .. } => {
@@ -221,7 +221,7 @@ impl ProbeSpec {
         }
     }
 
-    /// A Unix stream socket connect probe.
+    /// Builds a Unix stream socket connect probe.
     pub fn unix(path: PathBuf, source: &str) -> ProbeSpec {
         ProbeSpec::new(Protocol::Connect, Some(Endpoint::Unix { path }), source)
     }
@@ -258,7 +258,7 @@ pub enum Outcome {
     Healthy {
         #[serde(rename = "latency_ms", serialize_with = "millis")]
         latency: Duration,
-        /// What the service told about itself: "MariaDB 10.11.6", "SERVFAIL upstream".
+        /// Facts the service reported about itself: "MariaDB 10.11.6", "SERVFAIL upstream".
         detail: Option<String>,
         /// A problem that is not a failure yet: a certificate about to expire.
         warning: Option<String>,
@@ -267,13 +267,13 @@ pub enum Outcome {
     Refused {
         error: String,
     },
-    /// A step did not finish within the timeout: `step` says which ("connect", "greeting").
+    /// A step did not finish within the timeout; `step` names it ("connect", "greeting").
     TimedOut {
         step: String,
         #[serde(rename = "after_ms", serialize_with = "millis")]
         after: Duration,
     },
-    /// The peer answered something other than the protocol requires.
+    /// The peer sent something other than the protocol requires.
     BadReply {
         step: String,
         expected: String,
@@ -286,7 +286,7 @@ pub enum Outcome {
     Failed {
         error: String,
     },
-    /// The probe cannot say anything here; it does not count against the service.
+    /// The probe has no result here; it does not count against the service.
     NotApplicable {
         reason: String,
     },
@@ -365,7 +365,7 @@ impl fmt::Display for ProbeReport {
     }
 }
 
-/// What a successful protocol exchange reports besides its latency.
+/// Result of a successful protocol exchange besides its latency.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Passed {
     pub detail: Option<String>,
@@ -380,7 +380,7 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The endpoint, which the config guarantees for every protocol but `Command`.
+    /// Returns the endpoint, which the config guarantees for every protocol but `Command`.
     pub fn endpoint(&self) -> Result<&Endpoint, Outcome> {
         self.spec.endpoint.as_ref().ok_or_else(|| Outcome::Failed {
             error: format!("{} probe without an endpoint", self.spec.protocol.name()),
@@ -440,7 +440,7 @@ pub async fn run(spec: &ProbeSpec, timeout: Duration) -> ProbeReport {
     }
 }
 
-/// Runs all probes of a service concurrently; the service answers only when every one passes.
+/// Runs all probes of a service concurrently. The service works only when every one passes.
 pub async fn run_all(specs: &[ProbeSpec], timeout: Duration) -> Vec<ProbeReport> {
     futures_util::future::join_all(specs.iter().map(|spec| run(spec, timeout))).await
 }

@@ -1,7 +1,7 @@
 //! TLS handshakes for probes (implicit TLS, or after STARTTLS) and the certificate expiry check.
 //!
 //! By default a probe does not verify the certificate chain: mail servers often serve a
-//! self-signed or snakeoil certificate on loopback, and the probe asks whether the service
+//! self-signed or snakeoil certificate on loopback, and the probe checks whether the service
 //! works, not whether a client on the internet trusts it. The expiry date is checked either way.
 //! With `verify_cert` the chain and name are verified against the system's CA store.
 
