@@ -8,11 +8,11 @@
 //! ```
 //!
 //! `synthetic` starts a minimal SMTP server, a minimal IMAP server and a plain TCP listener on
-//! 127.0.0.1 inside this process, then runs the probes, a third of each protocol, first with
+//! 127.0.0.1 inside this process. It then runs the probes, a third of each protocol, first with
 //! `--concurrency` probes in flight and then one after the other. Each mode runs `--runs`
 //! times, and the last row of each mode is the median of its runs. The servers run on a
-//! runtime of their own whose threads are named `bench-server`, so the CPU time of the probes
-//! can be told apart from theirs.
+//! runtime of their own whose threads are named `bench-server`, so that the CPU time of the
+//! probes can be separated from theirs.
 //!
 //! `cycle` loads a selfheal config and checks every service the way the daemon does: one task
 //! per service, each reading its unit state and running its probes concurrently
