@@ -162,6 +162,15 @@ pub fn closed_early(step: &str, expected: &str, received: &[u8]) -> Outcome {
     }
 }
 
+/// A line longer than `MAX_LINE`, quoting its start.
+fn line_too_long(step: &str, line: &[u8]) -> Outcome {
+    Outcome::BadReply {
+        step: step.to_string(),
+        expected: format!("a line of at most {MAX_LINE} bytes"),
+        got: quote(line),
+    }
+}
+
 /// A line-oriented connection (SMTP, IMAP, POP3, spamd, HTTP headers) with bounded reads.
 pub struct LineReader {
     stream: Stream,
@@ -191,14 +200,16 @@ impl LineReader {
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
+                    // The end of a long line can arrive in the same read as its LF.
+                    if line.len() > MAX_LINE {
+                        return Ok(Err(line_too_long(step_name, &line)));
+                    }
                     return Ok(Ok(line));
                 }
-                if self.buffer.len() > MAX_LINE {
-                    return Ok(Err(Outcome::BadReply {
-                        step: step_name.to_string(),
-                        expected: format!("a line of at most {MAX_LINE} bytes"),
-                        got: quote(&self.buffer),
-                    }));
+                // Without an LF, MAX_LINE bytes and a CR are still a valid line once the LF
+                // arrives. Anything longer is not.
+                if self.buffer.len() > MAX_LINE + 1 {
+                    return Ok(Err(line_too_long(step_name, &self.buffer)));
                 }
                 let mut chunk = [0u8; 1024];
                 let count = self.stream.read(&mut chunk).await?;
@@ -469,6 +480,49 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(outcome, Outcome::BadReply { .. }), "{outcome}");
+    }
+
+    /// Sends `chunks` through a stream that holds all of them, so that each read returns as
+    /// much as has arrived, and then closes it.
+    async fn reader_for_chunks(chunks: Vec<Vec<u8>>) -> LineReader {
+        let (client, mut server) = tokio::io::duplex(16 * 1024);
+        tokio::spawn(async move {
+            for chunk in chunks {
+                let _ = server.write_all(&chunk).await;
+                tokio::task::yield_now().await;
+            }
+        });
+        LineReader::new(Box::new(client))
+    }
+
+    #[tokio::test]
+    async fn overlong_line_with_newline_in_same_read() {
+        // 4100 bytes and CR LF in one read: the LF is found before the length check runs.
+        let mut line = vec![b'x'; MAX_LINE + 4];
+        line.extend_from_slice(b"\r\n");
+        let mut reader = reader_for_chunks(vec![line]).await;
+        let outcome = reader
+            .read_line("greeting", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&outcome, Outcome::BadReply { expected, .. }
+                if expected == "a line of at most 4096 bytes"),
+            "{outcome}"
+        );
+    }
+
+    #[tokio::test]
+    async fn max_line_with_newline_in_next_read() {
+        // MAX_LINE bytes and the CR in one read, the LF in the next: a valid line.
+        let mut first = vec![b'x'; MAX_LINE];
+        first.push(b'\r');
+        let mut reader = reader_for_chunks(vec![first, b"\n".to_vec()]).await;
+        let line = reader
+            .read_line("greeting", Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(line.len(), MAX_LINE);
     }
 
     #[tokio::test]
