@@ -177,9 +177,16 @@ fn describe_error_packet(payload: &[u8]) -> String {
     let code = u16::from_le_bytes([code[0], code[1]]);
     let mut message = &payload[3..];
     let mut state = String::new();
-    // After the handshake, an error packet carries '#' and a 5-character SQL state.
-    if message.first() == Some(&b'#') && message.len() >= 6 {
-        state = format!(" ({})", String::from_utf8_lossy(&message[1..6]));
+    // After the handshake, an error packet carries '#' and a 5-character SQL state of digits
+    // and capital letters. Other bytes after a '#' stay in the quoted message, so that a
+    // control character from the peer never reaches the outcome unescaped.
+    let state_bytes = message.get(1..6).filter(|state| {
+        state
+            .iter()
+            .all(|byte| byte.is_ascii_digit() || byte.is_ascii_uppercase())
+    });
+    if let (Some(b'#'), Some(state_bytes)) = (message.first(), state_bytes) {
+        state = format!(" ({})", String::from_utf8_lossy(state_bytes));
         message = &message[6..];
     }
     format!("error {code}{state}: {}", io::quote(message))
@@ -577,6 +584,16 @@ mod tests {
             matches!(&report.outcome, Outcome::BadReply { got, .. }
                 if got.starts_with("error 1129 (HY000): \"Host '192.0.2.7' is blocked")),
             "{report}"
+        );
+    }
+
+    #[test]
+    fn error_packet_state_with_control_bytes() {
+        // A '#' followed by bytes that are no SQL state: they stay in the quoted message.
+        let payload = error_payload(1045, Some("28\0\n\x1b"), "denied");
+        assert_eq!(
+            describe_error_packet(&payload),
+            "error 1045: \"#28\\x00\\n\\x1bdenied\""
         );
     }
 
