@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
         Ok((detail, code)) => {
             check_detail(&detail);
             assert!((100..600).contains(&code), "status code {code}");
-            assert!(!(100..200).contains(&code) || code == 101, "interim code {code}");
+            assert!(
+                !(100..200).contains(&code) || code == 101,
+                "interim code {code}"
+            );
         }
         Err(outcome) => check_outcome(&outcome),
     }

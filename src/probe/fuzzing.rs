@@ -65,7 +65,7 @@ pub fn read_lines(server_bytes: &[u8]) -> (Vec<Vec<u8>>, Option<Outcome>) {
     })
 }
 
-/// What the SMTP parsers made of a greeting and an EHLO reply.
+/// Results of the SMTP parsers for a greeting and an EHLO reply.
 #[derive(Debug)]
 pub struct SmtpSummary {
     pub detail: Option<String>,

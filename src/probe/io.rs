@@ -162,7 +162,7 @@ pub fn closed_early(step: &str, expected: &str, received: &[u8]) -> Outcome {
     }
 }
 
-/// A line longer than `MAX_LINE`, quoting its start.
+/// Builds the bad reply for a line longer than `MAX_LINE`, quoting its start.
 fn line_too_long(step: &str, line: &[u8]) -> Outcome {
     Outcome::BadReply {
         step: step.to_string(),
@@ -482,8 +482,8 @@ mod tests {
         assert!(matches!(outcome, Outcome::BadReply { .. }), "{outcome}");
     }
 
-    /// Sends `chunks` through a stream that holds all of them, so that each read returns as
-    /// much as has arrived, and then closes it.
+    /// Sends `chunks` through a stream with room for all of them, so that each read returns
+    /// as much as has arrived, and then closes the stream.
     async fn reader_for_chunks(chunks: Vec<Vec<u8>>) -> LineReader {
         let (client, mut server) = tokio::io::duplex(16 * 1024);
         tokio::spawn(async move {
@@ -497,7 +497,7 @@ mod tests {
 
     #[tokio::test]
     async fn overlong_line_with_newline_in_same_read() {
-        // 4100 bytes and CR LF in one read: the LF is found before the length check runs.
+        // 4100 bytes and CR LF arrive in one read, so the LF is found before the length check.
         let mut line = vec![b'x'; MAX_LINE + 4];
         line.extend_from_slice(b"\r\n");
         let mut reader = reader_for_chunks(vec![line]).await;
@@ -514,7 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn max_line_with_newline_in_next_read() {
-        // MAX_LINE bytes and the CR in one read, the LF in the next: a valid line.
+        // MAX_LINE bytes and the CR arrive in one read and the LF in the next, a valid line.
         let mut first = vec![b'x'; MAX_LINE];
         first.push(b'\r');
         let mut reader = reader_for_chunks(vec![first, b"\n".to_vec()]).await;

@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn error_packet_state_with_control_bytes() {
-        // A '#' followed by bytes that are no SQL state: they stay in the quoted message.
+        // Bytes after a '#' that are no SQL state stay in the quoted message.
         let payload = error_payload(1045, Some("28\0\n\x1b"), "denied");
         assert_eq!(
             describe_error_packet(&payload),
