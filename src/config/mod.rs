@@ -109,12 +109,12 @@ pub struct ServiceConfig {
     /// Critical services are alerted in watch mode when they go down (`critical`, default: the
     /// preset's flag, false for a custom service).
     pub critical: bool,
-    /// Candidate systemd unit names, tried in order; the first one systemd knows is used.
+    /// Candidate systemd unit names, tried in order; the first one systemd has loaded is used.
     /// Empty for a service managed by commands.
     pub units: Vec<String>,
     /// Start, stop and restart commands with the process check, for hosts without systemd.
     pub commands: Option<CommandSpec>,
-    /// Endpoints that must answer; empty means the unit state alone decides.
+    /// Endpoints that must pass their probe; empty means the unit state alone decides.
     pub probes: Vec<ProbeSpec>,
     /// Timeout of one probe run (`probe_timeout`, default 5 s).
     pub probe_timeout: Duration,

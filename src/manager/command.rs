@@ -351,7 +351,9 @@ fn describe_failure(status: ExitStatus, stderr_line: Option<&str>) -> String {
     }
 }
 
-fn kill_process_group(group: i32) {
+/// Sends SIGKILL to a process group, so that a timed-out command's children die with it.
+/// Shared with the command probe.
+pub(crate) fn kill_process_group(group: i32) {
     // SAFETY: kill(2) takes two integers and reads no memory of this process. A negative PID
     // addresses the process group, which the caller guarantees is still the command's.
     let rc = unsafe { libc::kill(-group, libc::SIGKILL) };

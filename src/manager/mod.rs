@@ -123,7 +123,7 @@ impl UnitStatus {
     }
 }
 
-/// What a service is managed through, resolved once at startup.
+/// Service manager entry of a service, resolved once at startup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
@@ -142,7 +142,7 @@ impl Target {
     }
 }
 
-/// How a restart went, as far as the service manager can tell. Success here is not success of
+/// Outcome of a restart, as far as the service manager can tell. Success here is not success of
 /// the recovery: only a passing probe is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestartReport {
@@ -189,7 +189,7 @@ pub struct Managers {
 }
 
 impl Managers {
-    /// Connect to systemd over the system bus, or fall back to `systemctl` and say why.
+    /// Connects to systemd over the system bus, or falls back to `systemctl` and logs why.
     pub async fn connect(call_timeout: Duration) -> Self {
         match systemd::Systemd::connect(call_timeout).await {
             Ok(dbus) => Managers {
@@ -221,7 +221,7 @@ impl Managers {
         }
     }
 
-    /// Whether a unit file with this name is known to the service manager.
+    /// Returns whether the service manager has a unit file with this name.
     pub async fn unit_exists(&self, unit: &str) -> bool {
         match &self.units {
             UnitBackend::Dbus(d) => d.unit_exists(unit).await,
@@ -278,7 +278,8 @@ impl Managers {
         }
     }
 
-    /// The unit's last journal lines, oldest first; empty when the journal cannot be read.
+    /// Returns the unit's last journal lines, oldest first, or none when the journal cannot be
+    /// read.
     pub async fn journal_tail(&self, target: &Target, lines: usize) -> Vec<String> {
         match target {
             Target::Unit(unit) => systemctl::journal_tail(unit, lines).await,
@@ -323,7 +324,7 @@ fn enabled_file_state(state: &str) -> bool {
     )
 }
 
-/// Whether `/proc/PID` exists and the process is not a zombie.
+/// Returns whether `/proc/PID` exists and the process is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the parenthesised command name, which may itself contain

@@ -138,6 +138,9 @@ impl Systemctl {
         }
     }
 
+    // NOTE: these steps repeat the D-Bus backend's restart_unbounded in systemd.rs; a change to
+    // one (reset, rate-limit retry, kill of a hung stop) must be made in both until they share
+    // one implementation over a small backend trait.
     async fn restart_unbounded(
         &self,
         unit: &str,

@@ -5,7 +5,6 @@
 //! `fail2ban`.
 
 use std::ffi::OsStr;
-use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -98,7 +97,7 @@ pub(super) async fn run_program<S: AsRef<OsStr>>(
             // The child is not reaped yet, so its PID, which is also the group ID, cannot
             // have been reused.
             if let Some(group) = group {
-                kill_group(group);
+                crate::manager::command::kill_process_group(group);
             }
             stdout.abort();
             stderr.abort();
@@ -164,15 +163,6 @@ pub(super) fn describe_status(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         (None, None) => format!("ended with {status}"),
-    }
-}
-
-fn kill_group(group: i32) {
-    // SAFETY: kill(2) takes two integers and reads no memory of this process. The negative
-    // PID addresses the process group, which the caller guarantees is still the program's.
-    let rc = unsafe { libc::kill(-group, libc::SIGKILL) };
-    if rc != 0 {
-        tracing::debug!(group, error = %io::Error::last_os_error(), "cannot kill the probe command's process group");
     }
 }
 
@@ -299,14 +289,8 @@ mod tests {
         assert!(!alive(pid), "child {pid} of the timed-out command survived");
     }
 
-    /// Whether `pid` runs: it exists and is not a zombie.
     fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-            Err(_) => false,
-        }
+        crate::manager::pid_alive(pid as u32)
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ pub(super) async fn open(context: &Context<'_>) -> Result<(Stream, Option<String
     }
 }
 
-/// The connection is accepted (and TLS negotiated when configured).
+/// Checks that the connection is accepted (and TLS negotiated when configured).
 pub(super) async fn check(context: &Context<'_>) -> Result<Passed, Outcome> {
     let (_stream, warning) = open(context).await?;
     Ok(Passed {

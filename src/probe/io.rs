@@ -15,7 +15,7 @@ use super::{Endpoint, Outcome};
 /// 512), so anything longer is a misbehaving peer, not a slow one.
 pub const MAX_LINE: usize = 4096;
 
-/// Longest excerpt of a peer's reply quoted in an outcome, in characters.
+/// Maximum length of a peer's reply quoted in an outcome, in characters.
 const QUOTE_LEN: usize = 120;
 
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -121,7 +121,8 @@ pub fn detail_text(bytes: &[u8]) -> String {
     text
 }
 
-/// A reply that breaks the protocol, with the step, what was expected and a quote of what came.
+/// Builds the outcome for a reply that breaks the protocol: the step, what was expected, and a
+/// quote of what arrived.
 pub fn bad_reply(step: &str, expected: &str, got: &[u8]) -> Outcome {
     Outcome::BadReply {
         step: step.to_string(),
