@@ -8,6 +8,7 @@
 mod message;
 mod sendmail;
 mod smtp;
+mod webhook;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -15,6 +16,7 @@ use std::time::SystemTime;
 use crate::config::AlertConfig;
 
 pub use message::{compose, new_message_id, subject, ComposeError};
+pub use webhook::{WebhookMessage, WebhookService};
 
 /// Facts an alert email contains. Built by the engine when an incident needs the admin.
 #[derive(Debug, Clone)]

@@ -212,6 +212,8 @@ pub struct AlertConfig {
     pub sendmail: Option<PathBuf>,
     /// Journal lines of the unit included in an alert (`journal_lines`, default 20).
     pub journal_lines: usize,
+    /// HTTP channels (`[[alerts.webhook]]`), in config order.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl AlertConfig {
@@ -245,6 +247,39 @@ pub struct RelayConfig {
     pub password_file: Option<PathBuf>,
     /// Time allowed for the connection and for the whole delivery attempt through this relay
     /// (default 30 s).
+    pub timeout: Duration,
+}
+
+/// Kind of HTTP endpoint a webhook posts to; each gets the body it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// selfheal's own JSON document, POSTed to `url` (schema in docs/config.md).
+    Json,
+    /// An ntfy topic: `url` is the topic URL, such as `https://ntfy.sh/mail1-alerts`.
+    Ntfy,
+    /// A Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat).
+    Slack,
+    /// A Matrix room: `url` is the homeserver base URL and `room` the room ID.
+    Matrix,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookConfig {
+    /// Name used in logs and by `selfheal alert test --channel NAME`; unique among channels.
+    pub name: String,
+    pub kind: WebhookKind,
+    /// Endpoint: `http` or `https`.
+    pub url: String,
+    /// File whose first line is the access token sent as `Authorization: Bearer`; required
+    /// for Matrix, optional for the others.
+    pub token_file: Option<PathBuf>,
+    /// Matrix room ID, such as `!abc:example.org`; only for Matrix.
+    pub room: Option<String>,
+    /// When true, the webhook is used only after every mail channel failed; when false (the
+    /// default), every alert is posted here as well as mailed.
+    pub fallback: bool,
+    /// Time allowed for one request, connection included (default 30 s).
     pub timeout: Duration,
 }
 
