@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::alert::Alerting;
 use crate::config::Config;
 use crate::control;
 use crate::engine::{AlertSender, Engine, MANAGER_CALL_TIMEOUT};
@@ -46,7 +47,8 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
 
     let store = Arc::new(Store::open(&config.state_db())?);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let (alerts, alert_task) = AlertSender::start(config.alerts.clone(), store.clone(), host);
+    let alerting = Alerting::start(&config, store.clone(), host.clone())?;
+    let alerts = AlertSender::new(alerting.outbox.clone(), host);
     let managers = Arc::new(managers);
     let engine = Arc::new(Engine::start(config.clone(), managers, store, alerts).await?);
 
@@ -107,15 +109,7 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     control_task.abort();
     engine.shutdown();
     drop(engine);
-    if tokio::time::timeout(SHUTDOWN_GRACE, alert_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace = %humantime::format_duration(SHUTDOWN_GRACE),
-            "alerts still being sent at shutdown were abandoned; they stay stored as pending"
-        );
-    }
+    alerting.shutdown(SHUTDOWN_GRACE).await;
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
 }

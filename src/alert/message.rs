@@ -16,11 +16,11 @@ use crate::config::AlertConfig;
 
 /// Maximum length of the subject in characters, so it stays readable in a mail list and on
 /// a phone.
-const MAX_SUBJECT_CHARS: usize = 160;
+pub(super) const MAX_SUBJECT_CHARS: usize = 160;
 
 /// Maximum length in characters of one field (host, service, verdict, reason) in the subject,
 /// so that one long field cannot push the others out.
-const MAX_SUBJECT_FIELD_CHARS: usize = 60;
+pub(super) const MAX_SUBJECT_FIELD_CHARS: usize = 60;
 
 /// Maximum length in characters of one line of the body. A journal line can reach 48 KiB
 /// (journald's default LineMax, see journald.conf(5)), and the alert only needs its start.
@@ -54,7 +54,7 @@ pub enum ComposeError {
 /// `Auto-Submitted: auto-generated` header (RFC 3834). It marks the message as automatic, so
 /// vacation responders and other auto-responders do not reply to it.
 #[derive(Debug, Clone, Copy)]
-struct AutoSubmitted;
+pub(super) struct AutoSubmitted;
 
 impl Header for AutoSubmitted {
     fn name() -> HeaderName {
@@ -84,11 +84,36 @@ pub fn compose(
     alert: &Alert,
     message_id: &str,
 ) -> Result<Message, ComposeError> {
+    let body = Body::new(config, alert);
+    let builder = headers(
+        config,
+        &alert.host,
+        subject(alert),
+        message_id,
+        SystemTime::now(),
+    )?;
+    let message =
+        builder.multipart(MultiPart::alternative_plain_html(body.plain(), body.html()))?;
+    Ok(message)
+}
+
+/// Starts a message with selfheal's headers: From, To, Subject, Message-ID, Date,
+/// Auto-Submitted and User-Agent.
+///
+/// The sender is `config.from`, or `selfheal@HOST` when it is not set. `date` is when the
+/// alert was created, so that a resend carries the same Date as the first attempt.
+pub(super) fn headers(
+    config: &AlertConfig,
+    host: &str,
+    subject: String,
+    message_id: &str,
+    date: SystemTime,
+) -> Result<lettre::message::MessageBuilder, ComposeError> {
     validate_message_id(message_id)?;
 
     let from_address = match &config.from {
         Some(address) => address.clone(),
-        None => format!("selfheal@{}", id_domain(&alert.host)),
+        None => format!("selfheal@{}", id_domain(host)),
     };
     let from = from_address
         .parse::<Mailbox>()
@@ -103,7 +128,8 @@ pub fn compose(
 
     let mut builder = Message::builder()
         .from(from)
-        .subject(subject(alert))
+        .subject(subject)
+        .date(date)
         .message_id(Some(message_id.to_string()))
         .header(AutoSubmitted)
         .user_agent(format!("selfheal {}", env!("CARGO_PKG_VERSION")));
@@ -117,11 +143,7 @@ pub fn compose(
                 })?;
         builder = builder.to(mailbox);
     }
-
-    let body = Body::new(config, alert);
-    let message =
-        builder.multipart(MultiPart::alternative_plain_html(body.plain(), body.html()))?;
-    Ok(message)
+    Ok(builder)
 }
 
 /// Creates a Message-ID of the form `<selfheal.SECONDS.NANOS.PID.COUNTER.RANDOM@HOST>`.
@@ -153,7 +175,7 @@ pub fn new_message_id(host: &str) -> String {
 
 /// Turns a hostname into a domain usable in a Message-ID or an address: letters, digits,
 /// `-` and `.` are kept and every other character becomes `-`.
-fn id_domain(host: &str) -> String {
+pub(super) fn id_domain(host: &str) -> String {
     let domain: String = host
         .trim()
         .trim_matches('.')
@@ -173,7 +195,7 @@ fn id_domain(host: &str) -> String {
     }
 }
 
-fn validate_message_id(id: &str) -> Result<(), ComposeError> {
+pub(super) fn validate_message_id(id: &str) -> Result<(), ComposeError> {
     let invalid = || ComposeError::InvalidMessageId { id: id.to_string() };
 
     if id.len() > MAX_MESSAGE_ID_BYTES {
@@ -216,7 +238,7 @@ pub fn subject(alert: &Alert) -> String {
 
 /// Replaces every control character, CR and LF included, with a space and collapses runs of
 /// whitespace, so that the text fits on one header line.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
@@ -225,7 +247,7 @@ fn one_line(text: &str) -> String {
 
 /// Replaces control characters other than tab with U+FFFD, so that escape sequences from a
 /// journal line cannot reach the reader's terminal or mail client.
-fn printable(line: &str) -> String {
+pub(super) fn printable(line: &str) -> String {
     line.chars()
         .map(|c| {
             if c.is_control() && c != '\t' {
@@ -238,7 +260,7 @@ fn printable(line: &str) -> String {
 }
 
 /// Cuts `text` to at most `max` characters, the last one being `…` when something was cut.
-fn truncate(text: &str, max: usize) -> String {
+pub(super) fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }
@@ -248,14 +270,14 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Splits multi-line text into printable lines of bounded length.
-fn body_lines(text: &str) -> Vec<String> {
+pub(super) fn body_lines(text: &str) -> Vec<String> {
     text.lines()
         .map(|line| truncate(&printable(line), MAX_BODY_LINE_CHARS))
         .collect()
 }
 
 /// Formats `time` as RFC 3339 in UTC, to the second.
-fn utc(time: SystemTime) -> String {
+pub(super) fn utc(time: SystemTime) -> String {
     // humantime 2.4 panics on times before 1970. From year 10000 on its Display returns
     // fmt::Error, which makes to_string panic.
     const YEAR_10000: u64 = 253_402_300_800;
@@ -267,7 +289,7 @@ fn utc(time: SystemTime) -> String {
     }
 }
 
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -283,8 +305,11 @@ fn escape_html(text: &str) -> String {
 }
 
 /// Facts of the body, cleaned once and rendered twice: as plain text and as HTML.
-struct Body {
-    summary: String,
+pub(super) struct Body {
+    /// First paragraph: what happened and what the admin should do.
+    pub(super) summary: String,
+    /// Extra labelled facts shown after the mode, such as when the incident closed.
+    pub(super) extra: Vec<(&'static str, String)>,
     host: String,
     service: String,
     unit: String,
@@ -304,7 +329,7 @@ struct Body {
 }
 
 impl Body {
-    fn new(config: &AlertConfig, alert: &Alert) -> Body {
+    pub(super) fn new(config: &AlertConfig, alert: &Alert) -> Body {
         let host = one_line(&alert.host);
         let service = one_line(&alert.service);
         let unit = one_line(&alert.unit);
@@ -373,6 +398,7 @@ impl Body {
 
         Body {
             summary,
+            extra: Vec::new(),
             host,
             service,
             unit,
@@ -399,7 +425,7 @@ impl Body {
     }
 
     /// Renders the plain text part: short labelled lines that read well on a phone.
-    fn plain(&self) -> String {
+    pub(super) fn plain(&self) -> String {
         let mut out = String::new();
         let mut line = |text: &str| {
             out.push_str(text);
@@ -413,6 +439,9 @@ impl Body {
         line(&format!("Verdict: {}", self.verdict));
         line(&format!("Started: {}", self.started));
         line(&format!("Mode: {}", self.mode));
+        for (label, value) in &self.extra {
+            line(&format!("{label}: {value}"));
+        }
 
         line("");
         line("What was seen:");
@@ -450,11 +479,15 @@ impl Body {
     }
 
     /// Renders the HTML part. Every text from the alert passes through [`escape_html`].
-    fn html(&self) -> String {
-        let mut out = String::new();
-        out.push_str("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n");
-        out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-        out.push_str("</head>\n<body style=\"font-family: sans-serif; line-height: 1.4\">\n");
+    pub(super) fn html(&self) -> String {
+        let mut out = html_start();
+        self.html_section(&mut out);
+        html_end(&mut out);
+        out
+    }
+
+    /// Appends this alert's part of the HTML body, without the document around it.
+    pub(super) fn html_section(&self, out: &mut String) {
         let _ = writeln!(out, "<p>{}</p>", escape_html(&self.summary));
 
         out.push_str("<table>\n");
@@ -464,7 +497,10 @@ impl Body {
             ("Verdict", self.verdict.clone()),
             ("Started", self.started.clone()),
             ("Mode", self.mode.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        {
             let _ = writeln!(
                 out,
                 "<tr><th align=\"left\">{label}</th><td>{}</td></tr>",
@@ -474,7 +510,7 @@ impl Body {
         out.push_str("</table>\n");
 
         out.push_str("<h3>What was seen</h3>\n");
-        html_pre(&mut out, &self.seen, "nothing was recorded");
+        html_pre(out, &self.seen, "nothing was recorded");
 
         out.push_str("<h3>What selfheal tried</h3>\n<ul>\n");
         if self.actions.is_empty() {
@@ -495,10 +531,10 @@ impl Body {
         out.push_str("</ul>\n");
 
         out.push_str("<h3>Last probe</h3>\n");
-        html_pre(&mut out, &self.last_probe, "no probe result");
+        html_pre(out, &self.last_probe, "no probe result");
 
         let _ = writeln!(out, "<h3>{}</h3>", escape_html(&self.journal_heading));
-        html_pre(&mut out, &self.journal, &self.no_journal);
+        html_pre(out, &self.journal, &self.no_journal);
 
         let steps: Vec<String> = self
             .next_steps
@@ -506,13 +542,24 @@ impl Body {
             .map(|(command, purpose)| format!("<code>{}</code> {purpose}", escape_html(command)))
             .collect();
         let _ = writeln!(out, "<p>Next: run {}.</p>", steps.join(" and "));
-        out.push_str("</body>\n</html>\n");
-        out
     }
 }
 
+/// Opens an HTML mail body that reads well on a phone.
+pub(super) fn html_start() -> String {
+    let mut out = String::new();
+    out.push_str("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    out.push_str("</head>\n<body style=\"font-family: sans-serif; line-height: 1.4\">\n");
+    out
+}
+
+pub(super) fn html_end(out: &mut String) {
+    out.push_str("</body>\n</html>\n");
+}
+
 /// Writes `lines` indented by two spaces, or `empty` when there are none.
-fn plain_block(line: &mut impl FnMut(&str), lines: &[String], empty: &str) {
+pub(super) fn plain_block(line: &mut impl FnMut(&str), lines: &[String], empty: &str) {
     if lines.is_empty() {
         line(&format!("  {empty}"));
     }
@@ -522,7 +569,7 @@ fn plain_block(line: &mut impl FnMut(&str), lines: &[String], empty: &str) {
 }
 
 /// Writes `lines` as a `pre` block that wraps on narrow screens, or `empty` as a paragraph.
-fn html_pre(out: &mut String, lines: &[String], empty: &str) {
+pub(super) fn html_pre(out: &mut String, lines: &[String], empty: &str) {
     if lines.is_empty() {
         let _ = writeln!(out, "<p>{}</p>", escape_html(empty));
         return;
@@ -575,9 +622,8 @@ mod tests {
         AlertConfig {
             from: Some("selfheal <selfheal@mail1.example.org>".into()),
             to: vec!["admin@example.org".into(), "ops@example.org".into()],
-            relays: vec![],
-            sendmail: None,
             journal_lines: 20,
+            ..AlertConfig::default()
         }
     }
 

@@ -1,25 +1,40 @@
-//! Alert email: composes the message that notifies the admin when selfheal cannot heal a
-//! service, and delivers it through the configured SMTP relays, then the local sendmail binary.
+//! Alerts: what selfheal tells the admin when it cannot heal a service, and how it gets there.
 //!
-//! An alert counts as sent only when one channel accepted it: a relay answered the end of
-//! DATA with a 2xx reply, or sendmail exited with status 0. Every failed channel is logged and
-//! kept in [`SendError`], so the caller can show why nothing went out.
+//! - [`planner`] decides when: grouping, the hourly cap, reminders (pure, no I/O).
+//! - [`dispatch`] stores each item in the spool and turns the planner's plans into messages.
+//! - [`spool`] delivers spooled messages, retrying with backoff until they expire.
+//! - [`digest`] and `message` render a message as mail and as a webhook message.
+//! - The channels: SMTP relays (`smtp`), the local sendmail binary (`sendmail`) and webhooks
+//!   (`webhook`).
+//!
+//! A message counts as delivered only when one channel accepted it: a relay answered the end of
+//! DATA with a 2xx reply, sendmail exited with status 0, or a webhook answered 2xx. Every failed
+//! channel is logged and kept in [`SendError`], so the admin can see why nothing went out.
 
+pub mod digest;
+pub mod dispatch;
 mod message;
+pub mod planner;
 mod sendmail;
 mod smtp;
+pub mod spool;
 mod webhook;
 
 use std::fmt;
+use std::path::Path;
 use std::time::SystemTime;
 
-use crate::config::AlertConfig;
+use serde::{Deserialize, Serialize};
 
+use crate::config::{AlertConfig, RelayConfig, WebhookConfig};
+
+pub use digest::{Digest, Item};
 pub use message::{compose, new_message_id, subject, ComposeError};
+pub use planner::ItemKind;
 pub use webhook::{WebhookMessage, WebhookService};
 
-/// Facts an alert email contains. Built by the engine when an incident needs the admin.
-#[derive(Debug, Clone)]
+/// Facts an alert contains. Built by the engine when an incident needs the admin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Alert {
     /// This server's hostname.
     pub host: String,
@@ -49,18 +64,28 @@ pub struct Alert {
 /// Channel that accepted an alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// Path that delivered, such as `relay smtp.example.net:587 (starttls)` or
-    /// `sendmail /usr/sbin/sendmail`.
+    /// Path that delivered, such as `relay smtp.example.net:587 (starttls)`,
+    /// `sendmail /usr/sbin/sendmail` or `webhook ops (ntfy)`.
     pub channel: String,
-    /// The relay's final reply to DATA, or `exit status 0` for sendmail.
+    /// The relay's final reply to DATA, `exit status 0` for sendmail, or the HTTP status.
     pub reply: String,
 }
 
-/// Failure of every configured channel.
+/// Failure of every channel tried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct SendError {
-    /// Each channel tried, in order, with its error text.
+    /// Each channel tried or skipped, in order, with its error text.
     pub attempts: Vec<(String, String)>,
+}
+
+impl SendError {
+    /// Whether a channel was passed over because the local mail server is down, so a retry
+    /// soon after it recovers may succeed.
+    pub fn skipped_local(&self) -> bool {
+        self.attempts
+            .iter()
+            .any(|(_, error)| error.starts_with(SKIPPED))
+    }
 }
 
 impl fmt::Display for SendError {
@@ -81,42 +106,231 @@ impl fmt::Display for SendError {
     }
 }
 
-/// Sends `message` through each relay in the configured order, then through sendmail, and
-/// stops at the first channel that accepts it.
-///
-/// Each relay attempt takes at most that relay's timeout and the sendmail attempt at most
-/// 30 s, so the whole call is bounded by their sum plus scheduling delay.
-pub async fn send(config: &AlertConfig, message: &lettre::Message) -> Result<Delivery, SendError> {
-    let mut attempts = Vec::new();
+/// Start of the error text of a channel passed over because the local mail server is down.
+const SKIPPED: &str = "skipped: ";
 
-    for relay in &config.relays {
-        let channel = smtp::channel_name(relay);
-        match smtp::send(relay, message).await {
-            Ok(reply) => return Ok(delivered(channel, reply)),
-            Err(error) => {
-                tracing::warn!(channel = %channel, error = %error, "alert channel failed");
-                attempts.push((channel, error));
-            }
+/// One way out for an alert.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel<'a> {
+    Relay(&'a RelayConfig),
+    Sendmail(&'a Path),
+    Webhook(&'a WebhookConfig),
+}
+
+impl Channel<'_> {
+    /// Name as logs, `selfheal alert test` and the delivery line show it.
+    pub fn name(&self) -> String {
+        match self {
+            Channel::Relay(relay) => smtp::channel_name(relay),
+            Channel::Sendmail(path) => sendmail::channel_name(path),
+            Channel::Webhook(hook) => webhook::channel_name(hook),
         }
     }
 
+    /// Whether `--channel NAME` picks this channel: a webhook by its name, a relay by its host
+    /// or `host:port`, sendmail by `sendmail`.
+    pub fn matches(&self, wanted: &str) -> bool {
+        match self {
+            Channel::Relay(relay) => {
+                wanted == relay.host || wanted == format!("{}:{}", relay.host, relay.port)
+            }
+            Channel::Sendmail(_) => wanted == "sendmail",
+            Channel::Webhook(hook) => wanted == hook.name,
+        }
+    }
+}
+
+/// The mail route in order: the relays, then sendmail, then the fallback webhooks. Relays and
+/// sendmail need recipients, so they are left out when `to` is empty.
+pub fn mail_ladder(config: &AlertConfig) -> Vec<Channel<'_>> {
+    let mut ladder = Vec::new();
+    if !config.to.is_empty() {
+        ladder.extend(config.relays.iter().map(Channel::Relay));
+        if let Some(path) = &config.sendmail {
+            ladder.push(Channel::Sendmail(path));
+        }
+    }
+    ladder.extend(
+        config
+            .webhooks
+            .iter()
+            .filter(|hook| hook.fallback)
+            .map(Channel::Webhook),
+    );
+    ladder
+}
+
+/// Every channel, each once, in config order: the ones `selfheal alert test` tries.
+pub fn all_channels(config: &AlertConfig) -> Vec<Channel<'_>> {
+    let mut channels: Vec<Channel<'_>> = config.relays.iter().map(Channel::Relay).collect();
     if let Some(path) = &config.sendmail {
-        let channel = sendmail::channel_name(path);
-        match sendmail::send(path, message).await {
-            Ok(reply) => return Ok(delivered(channel, reply)),
+        channels.push(Channel::Sendmail(path));
+    }
+    channels.extend(config.webhooks.iter().map(Channel::Webhook));
+    channels
+}
+
+/// What a channel needs to send one message: the mail for SMTP and sendmail (rendered with the
+/// delivery line for that channel), the webhook message for HTTP.
+pub trait Outgoing {
+    /// The mail as this attempt sends it through `channel`, after `earlier` channels failed.
+    fn mail(&self, channel: &str, earlier: &[(String, String)]) -> Result<lettre::Message, String>;
+    /// The webhook message; `None` when this message has no webhook form.
+    fn webhook(&self) -> Option<WebhookMessage>;
+}
+
+/// Sends through one channel and returns what it answered.
+pub async fn send_via(
+    channel: Channel<'_>,
+    outgoing: &(dyn Outgoing + Sync),
+    earlier: &[(String, String)],
+) -> Result<Delivery, String> {
+    let name = channel.name();
+    let reply = match channel {
+        Channel::Relay(relay) => {
+            let message = outgoing.mail(&name, earlier)?;
+            smtp::send(relay, &message).await?
+        }
+        Channel::Sendmail(path) => {
+            let message = outgoing.mail(&name, earlier)?;
+            sendmail::send(path, &message).await?
+        }
+        Channel::Webhook(hook) => {
+            let message = outgoing
+                .webhook()
+                .ok_or_else(|| "this message cannot be posted to a webhook".to_string())?;
+            webhook::send(hook, &message).await?
+        }
+    };
+    tracing::debug!(channel = %name, reply = %reply, "alert delivered");
+    Ok(Delivery {
+        channel: name,
+        reply,
+    })
+}
+
+/// Tries `ladder` in order and stops at the first channel that accepts the message.
+/// `skip` names a reason to pass a channel over without trying it.
+///
+/// Each relay attempt takes at most that relay's timeout, sendmail at most 30 s and a webhook
+/// its timeout, so the whole call is bounded by their sum plus scheduling delay.
+pub async fn send_ladder(
+    ladder: &[Channel<'_>],
+    outgoing: &(dyn Outgoing + Sync),
+    skip: &(dyn Fn(&Channel<'_>) -> Option<String> + Sync),
+) -> Result<Delivery, SendError> {
+    let mut attempts: Vec<(String, String)> = Vec::new();
+    for channel in ladder {
+        let name = channel.name();
+        if let Some(reason) = skip(channel) {
+            tracing::info!(channel = %name, %reason, "alert channel skipped");
+            attempts.push((name, format!("{SKIPPED}{reason}")));
+            continue;
+        }
+        match send_via(*channel, outgoing, &attempts).await {
+            Ok(delivery) => return Ok(delivery),
             Err(error) => {
-                tracing::warn!(channel = %channel, error = %error, "alert channel failed");
-                attempts.push((channel, error));
+                tracing::warn!(channel = %name, error = %error, "alert channel failed");
+                attempts.push((name, error));
             }
         }
     }
-
     Err(SendError { attempts })
 }
 
-fn delivered(channel: String, reply: String) -> Delivery {
-    tracing::debug!(channel = %channel, reply = %reply, "alert delivered");
-    Delivery { channel, reply }
+/// The running alert machinery: the dispatcher and the delivery worker.
+pub struct Alerting {
+    pub outbox: dispatch::Outbox,
+    store: std::sync::Arc<crate::store::Store>,
+    waker: spool::SpoolWaker,
+    dispatcher: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Alerting {
+    /// Starts the dispatcher and the delivery worker on `store`'s spool, which sends what an
+    /// earlier run left undelivered.
+    pub fn start(
+        config: &crate::config::Config,
+        store: std::sync::Arc<crate::store::Store>,
+        host: String,
+    ) -> anyhow::Result<Alerting> {
+        let alerts = std::sync::Arc::new(config.alerts.clone());
+        let spool = spool::Spool::new(
+            alerts.clone(),
+            store.clone(),
+            spool::LocalMta::from_config(config),
+        );
+        let waker = spool.waker();
+        let (outbox, dispatcher) = dispatch::start(
+            alerts,
+            store.clone(),
+            host,
+            config.dashboard.public_url.clone(),
+            waker.clone(),
+        )?;
+        Ok(Alerting {
+            outbox,
+            store,
+            waker,
+            dispatcher,
+            worker: spool.start(),
+        })
+    }
+
+    /// Stops alerting: what is being grouped becomes a message now, and the worker gets up
+    /// to `grace` to deliver what is due. Whatever is left stays in the spool for the next
+    /// start; an attempt cut short is resent then with the same Message-ID.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.outbox.flush(grace).await;
+        self.waker.wake();
+        loop {
+            let waiting = self
+                .store
+                .due_deliveries(SystemTime::now())
+                .map(|due| due.iter().any(|delivery| delivery.attempts == 0))
+                .unwrap_or(false);
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                if waiting {
+                    tracing::warn!(
+                        "alerts not sent by shutdown stay in the spool and go out at the next start"
+                    );
+                }
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.dispatcher.abort();
+        self.worker.abort();
+    }
+}
+
+/// A ready-made mail, sent as it is; for callers that compose it themselves.
+struct FixedMail<'a>(&'a lettre::Message);
+
+impl Outgoing for FixedMail<'_> {
+    fn mail(
+        &self,
+        _channel: &str,
+        _earlier: &[(String, String)],
+    ) -> Result<lettre::Message, String> {
+        Ok(self.0.clone())
+    }
+
+    fn webhook(&self) -> Option<WebhookMessage> {
+        None
+    }
+}
+
+/// Sends a composed `message` through each relay in the configured order, then through
+/// sendmail, and stops at the first channel that accepts it.
+pub async fn send(config: &AlertConfig, message: &lettre::Message) -> Result<Delivery, SendError> {
+    let ladder: Vec<Channel<'_>> = mail_ladder(config)
+        .into_iter()
+        .filter(|channel| !matches!(channel, Channel::Webhook(_)))
+        .collect();
+    send_ladder(&ladder, &FixedMail(message), &|_| None).await
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Recipients and channels of alert email (`[alerts]`).
     pub alerts: AlertConfig,
+    /// The web dashboard (`[dashboard]`).
+    pub dashboard: DashboardConfig,
     /// Enabled services, in the order the file names them.
     pub services: Vec<ServiceConfig>,
     /// Problems that do not stop selfheal from running, such as a password file readable by
@@ -200,7 +202,7 @@ impl Timing {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AlertConfig {
     /// Sender address (`from`); always set when `to` is not empty.
     pub from: Option<String>,
@@ -214,6 +216,53 @@ pub struct AlertConfig {
     pub journal_lines: usize,
     /// HTTP channels (`[[alerts.webhook]]`), in config order.
     pub webhooks: Vec<WebhookConfig>,
+    /// Alerts within this time of the first one go out as one message (`group_window`,
+    /// default 10 s; 0 sends each at once).
+    pub group_window: Duration,
+    /// Mails per hour; beyond it alerts are held back for one summary at the end of the hour
+    /// (`max_per_hour`, default 10).
+    pub max_per_hour: u32,
+    /// Reminders for an incident still open, as offsets from its first alert (`reminders`,
+    /// default 1 h, 6 h, 24 h); empty turns reminders off.
+    pub reminders: Vec<Duration>,
+    /// After the last reminder offset, one more every this long (`reminder_repeat`, default
+    /// 24 h); `None` stops after the last offset.
+    pub reminder_repeat: Option<Duration>,
+    /// Send one mail when an alerted incident closes (`recovered`, default true).
+    pub recovered: bool,
+    /// Wait before the first retry of a failed delivery; it doubles with each failure
+    /// (`retry_initial`, default 30 s).
+    pub retry_initial: Duration,
+    /// Longest wait between retries (`retry_max`, default 30 min).
+    pub retry_max: Duration,
+    /// After this time from its creation an undelivered alert is given up (`expire_after`,
+    /// default 3 days).
+    pub expire_after: Duration,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            from: None,
+            to: Vec::new(),
+            relays: Vec::new(),
+            sendmail: None,
+            journal_lines: DEFAULT_JOURNAL_LINES,
+            webhooks: Vec::new(),
+            group_window: Duration::from_secs(10),
+            max_per_hour: 10,
+            reminders: vec![
+                Duration::from_secs(3600),
+                Duration::from_secs(6 * 3600),
+                Duration::from_secs(24 * 3600),
+            ],
+            reminder_repeat: Some(Duration::from_secs(24 * 3600)),
+            recovered: true,
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(30 * 60),
+            expire_after: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
 }
 
 impl AlertConfig {
@@ -248,6 +297,13 @@ pub struct RelayConfig {
     /// Time allowed for the connection and for the whole delivery attempt through this relay
     /// (default 30 s).
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DashboardConfig {
+    /// Address the admin opens the dashboard at, through the web server's reverse proxy
+    /// (`public_url`); alerts link to it.
+    pub public_url: Option<String>,
 }
 
 /// Kind of HTTP endpoint a webhook posts to; each gets the body it expects.
@@ -409,6 +465,7 @@ pub fn from_presets_with_root(names: &[&str], root: &Path) -> Config {
         mode: Mode::Heal,
         state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        dashboard: DashboardConfig::default(),
         alerts: AlertConfig {
             sendmail: default_sendmail(),
             journal_lines: DEFAULT_JOURNAL_LINES,

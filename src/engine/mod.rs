@@ -46,6 +46,9 @@ pub struct ServiceView {
     pub verdict: Option<String>,
     pub reason: Option<String>,
     pub incident: Option<i64>,
+    /// Why the alert about this service has not reached the admin yet, while it has not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_undelivered: Option<String>,
 }
 
 /// Outcome of a manual restart, as the CLI prints it.

@@ -11,7 +11,7 @@ use super::notify::{AlertJob, AlertSender};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
 use crate::manager::{Managers, Target};
-use crate::policy::{Command, Decision, Input, Observation, Phase, ServicePolicy};
+use crate::policy::{Command, Decision, Event, Input, Observation, Phase, ServicePolicy};
 use crate::probe;
 use crate::store::{unix_ms, ServiceStateRow, Store};
 
@@ -74,6 +74,7 @@ impl ServiceRunner {
             verdict: open.as_ref().and_then(|row| row.verdict.clone()),
             reason: open.as_ref().and_then(|row| row.reason.clone()),
             incident: open.as_ref().map(|row| row.id),
+            alert_undelivered: None,
         };
         Ok(ServiceRunner {
             incident: open.map(|row| row.id),
@@ -168,6 +169,11 @@ impl ServiceRunner {
     async fn apply(&mut self, mut decision: Decision) -> Option<Instant> {
         loop {
             for event in &decision.events {
+                if let (Event::IncidentClosed { verdict, .. }, Some(incident)) =
+                    (event, self.incident)
+                {
+                    self.alerts.incident_closed(incident, *verdict);
+                }
                 self.incident = record(
                     &self.store,
                     &self.service.name,
@@ -240,7 +246,7 @@ impl ServiceRunner {
             last_probe,
             journal,
         };
-        self.alerts.queue(job).await;
+        self.alerts.queue(&self.store, job);
     }
 
     /// Once the policy has left restarting and verifying, tell a waiting admin how it went.
@@ -359,8 +365,15 @@ mod tests {
             recovery: Recovery::default(),
         };
         let store = Arc::new(Store::open_in_memory().unwrap());
-        let (alerts, alert_task) =
-            AlertSender::start(Default::default(), store.clone(), "test".into());
+        let (outbox, alert_task) = crate::alert::dispatch::start(
+            Arc::new(Default::default()),
+            store.clone(),
+            "test".into(),
+            None,
+            Default::default(),
+        )
+        .unwrap();
+        let alerts = AlertSender::new(outbox, "test".into());
         let policy = ServicePolicy::new(Mode::Heal, false, Recovery::default());
         let target = Target::Commands(service.commands.clone().unwrap());
         let managers = Arc::new(Managers::without_bus(Duration::from_secs(5)));

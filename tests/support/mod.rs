@@ -1,3 +1,5 @@
 //! Helpers shared by the integration tests. Each test binary includes them with `mod support;`.
 
+pub mod daemon;
 pub mod rig;
+pub mod sink;

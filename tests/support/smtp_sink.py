@@ -2,7 +2,7 @@
 """SMTP server for selfheal's tests: stores every accepted message as a file.
 
 usage: smtp_sink.py --listen HOST:PORT --dir DIR [--auth-user USER --auth-password-file FILE]
-                    [--starttls CERT KEY | --implicit-tls CERT KEY]
+                    [--starttls CERT KEY | --implicit-tls CERT KEY] [--stall-data N]
 
 Each message lands in DIR as <nanoseconds>.eml, written to a temporary name first and then
 renamed, so a reader never sees half a message. DIR/ready appears once the server listens.
@@ -14,7 +14,13 @@ is the first line of the file, without its line ending.
 
 With --starttls, the server offers STARTTLS with the given PEM certificate and key. With
 --implicit-tls, it speaks TLS from the first byte, as on port 465.
+
+With --stall-data N, the first N messages are received in full but never answered, as a relay
+whose content filter hangs before the message is queued: the server writes DIR/stalled.K for
+the K-th of them, holds the reply until the client gives up and closes the connection, and
+does not store the message. Later messages are stored as usual.
 """
+import asyncio
 import argparse
 import os
 import signal
@@ -27,10 +33,23 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Store:
-    def __init__(self, directory):
+    def __init__(self, directory, stall_data=0):
         self.directory = directory
+        self.stalls_left = stall_data
+        self.stalled = 0
 
     async def handle_DATA(self, server, session, envelope):
+        if self.stalls_left > 0:
+            self.stalls_left -= 1
+            self.stalled += 1
+            open(os.path.join(self.directory, "stalled.%d" % self.stalled), "w").close()
+            transport = server.transport
+            # Wait for the client to give up; an hour is far beyond any test's timeout.
+            for _ in range(36000):
+                if transport is None or transport.is_closing():
+                    break
+                await asyncio.sleep(0.1)
+            return "451 4.3.0 stalled on purpose and not stored"
         name = "%d.eml" % time.time_ns()
         path = os.path.join(self.directory, name)
         with open(path + ".tmp", "wb") as out:
@@ -82,6 +101,10 @@ def main():
     tls_group.add_argument(
         "--implicit-tls", nargs=2, metavar=("CERT", "KEY"), help="speak TLS from the first byte"
     )
+    parser.add_argument(
+        "--stall-data", type=int, default=0, metavar="N",
+        help="never answer the first N messages after their data",
+    )
     args = parser.parse_args()
     if (args.auth_user is None) != (args.auth_password_file is None):
         parser.error("--auth-user and --auth-password-file must be given together")
@@ -101,7 +124,7 @@ def main():
         tls = dict(tls_context=server_tls_context(*args.starttls))
     if args.implicit_tls is not None:
         tls = dict(ssl_context=server_tls_context(*args.implicit_tls))
-    controller = Controller(Store(args.dir), hostname=host, port=int(port), **auth, **tls)
+    controller = Controller(Store(args.dir, args.stall_data), hostname=host, port=int(port), **auth, **tls)
     controller.start()
     open(os.path.join(args.dir, "ready"), "w").close()
     stop = threading.Event()

@@ -5,6 +5,7 @@ use std::fs;
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml_edit::Value;
 
@@ -20,7 +21,24 @@ const ALERT_KEYS: Keys = &[
     ("journal_lines", "journal_lines = 20"),
     ("sendmail", r#"sendmail = "/usr/sbin/sendmail""#),
     ("relay", r#"[[alerts.relay]]"#),
+    ("group_window", r#"group_window = "10s""#),
+    ("max_per_hour", "max_per_hour = 10"),
+    ("reminders", r#"reminders = ["1h", "6h", "24h"]"#),
+    ("reminder_repeat", r#"reminder_repeat = "24h""#),
+    ("recovered", "recovered = true"),
+    ("retry_initial", r#"retry_initial = "30s""#),
+    ("retry_max", r#"retry_max = "30m""#),
+    ("expire_after", r#"expire_after = "3d""#),
 ];
+
+/// Upper bound of `max_per_hour`: more mails than this in an hour help no reader.
+const MAX_MAILS_PER_HOUR: i64 = 1000;
+
+/// Upper bound of `group_window`: a longer wait would delay the first alert too much.
+const MAX_GROUP_WINDOW: Duration = Duration::from_secs(600);
+
+/// Shortest `expire_after`, so that at least a few retries fit.
+const MIN_EXPIRY: Duration = Duration::from_secs(600);
 
 const RELAY_KEYS: Keys = &[
     ("host", r#"host = "smtp.example.net""#),
@@ -44,6 +62,7 @@ impl Checker<'_> {
             journal_lines: DEFAULT_JOURNAL_LINES,
             ..AlertConfig::default()
         };
+        let mut retry_max_line = None;
         let Some(table) = self.table(field, "a table such as [alerts]") else {
             alerts.sendmail = default_sendmail();
             return alerts;
@@ -77,7 +96,89 @@ impl Checker<'_> {
                     alerts.relays = relays;
                     relay_count = count;
                 }
+                "group_window" => {
+                    if let Some(window) = self.duration(&entry, true) {
+                        if window > MAX_GROUP_WINDOW {
+                            self.invalid(
+                                &entry,
+                                format!(
+                                    "group_window {} would hold every alert back that long; \
+                                     use at most {}",
+                                    humantime::format_duration(window),
+                                    humantime::format_duration(MAX_GROUP_WINDOW)
+                                ),
+                            );
+                        } else {
+                            alerts.group_window = window;
+                        }
+                    }
+                }
+                "max_per_hour" => {
+                    if let Some(max) = self.count(&entry, 1..=MAX_MAILS_PER_HOUR) {
+                        alerts.max_per_hour = max;
+                    }
+                }
+                "reminders" => {
+                    if let Some(reminders) = self.reminders(&entry) {
+                        alerts.reminders = reminders;
+                    }
+                }
+                "reminder_repeat" => match entry.node.value().and_then(Value::as_bool) {
+                    Some(false) => alerts.reminder_repeat = None,
+                    _ => {
+                        if let Some(repeat) = self.duration(&entry, false) {
+                            alerts.reminder_repeat = Some(repeat);
+                        }
+                    }
+                },
+                "recovered" => {
+                    if let Some(recovered) = self.boolean(&entry) {
+                        alerts.recovered = recovered;
+                    }
+                }
+                "retry_initial" => {
+                    if let Some(initial) = self.duration(&entry, false) {
+                        alerts.retry_initial = initial;
+                    }
+                }
+                "retry_max" => {
+                    retry_max_line = Some(entry.line);
+                    if let Some(max) = self.duration(&entry, false) {
+                        alerts.retry_max = max;
+                    }
+                }
+                "expire_after" => {
+                    if let Some(expiry) = self.duration(&entry, false) {
+                        if expiry < MIN_EXPIRY {
+                            self.invalid(
+                                &entry,
+                                format!(
+                                    "expire_after {} leaves no time for retries; use at least {}",
+                                    humantime::format_duration(expiry),
+                                    humantime::format_duration(MIN_EXPIRY)
+                                ),
+                            );
+                        } else {
+                            alerts.expire_after = expiry;
+                        }
+                    }
+                }
                 _ => self.unknown_key(&entry, &[ALERT_KEYS]),
+            }
+        }
+        if let Some(line) = retry_max_line {
+            if alerts.retry_max < alerts.retry_initial {
+                self.error(
+                    line,
+                    &join_key(&field.path, "retry_max"),
+                    format!(
+                        "retry_max {} is shorter than retry_initial {}; the wait between \
+                         retries grows from retry_initial up to retry_max",
+                        humantime::format_duration(alerts.retry_max),
+                        humantime::format_duration(alerts.retry_initial)
+                    ),
+                    example_of(ALERT_KEYS, "retry_max"),
+                );
             }
         }
         if !sendmail_present {
@@ -115,6 +216,40 @@ impl Checker<'_> {
             );
         }
         alerts
+    }
+
+    /// Reads `reminders`: false, or an array of increasing durations.
+    fn reminders(&mut self, field: &Field<'_>) -> Option<Vec<Duration>> {
+        if field.node.value().and_then(Value::as_bool) == Some(false) {
+            return Some(Vec::new());
+        }
+        let Some(elements) = self.elements(field) else {
+            self.wrong_type(
+                field,
+                "an array of durations such as [\"1h\", \"6h\"], or false",
+            );
+            return None;
+        };
+        let mut reminders: Vec<Duration> = Vec::new();
+        for element in &elements {
+            let reminder = self.duration(element, false)?;
+            if let Some(previous) = reminders.last() {
+                if reminder <= *previous {
+                    self.invalid(
+                        element,
+                        format!(
+                            "reminder {} does not come after {}; each reminder is a time since \
+                             the first alert, so list them in increasing order",
+                            humantime::format_duration(reminder),
+                            humantime::format_duration(*previous)
+                        ),
+                    );
+                    return None;
+                }
+            }
+            reminders.push(reminder);
+        }
+        Some(reminders)
     }
 
     fn recipients(&mut self, field: &Field<'_>) -> Vec<String> {

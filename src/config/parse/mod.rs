@@ -3,6 +3,7 @@
 
 mod alerts;
 mod checker;
+mod dashboard;
 mod probes;
 mod services;
 #[cfg(test)]
@@ -16,8 +17,8 @@ use self::checker::{Checker, Keys};
 use self::services::TIMING_KEYS;
 use super::presets;
 use super::{
-    default_sendmail, AlertConfig, Config, ConfigErrors, Mode, Timing, DEFAULT_CONTROL_SOCKET,
-    DEFAULT_INTERVAL, DEFAULT_JOURNAL_LINES, DEFAULT_STATE_DIR,
+    default_sendmail, AlertConfig, Config, ConfigErrors, DashboardConfig, Mode, Timing,
+    DEFAULT_CONTROL_SOCKET, DEFAULT_INTERVAL, DEFAULT_JOURNAL_LINES, DEFAULT_STATE_DIR,
 };
 
 const TOP_KEYS: Keys = &[
@@ -29,6 +30,7 @@ const TOP_KEYS: Keys = &[
         r#"control_socket = "/run/selfheal/control.sock""#,
     ),
     ("alerts", r#"[alerts]"#),
+    ("dashboard", r#"[dashboard]"#),
     ("services", r#"[services.postfix]"#),
 ];
 
@@ -58,6 +60,7 @@ impl Checker<'_> {
         let mut control_socket = None;
         let mut timing = Timing::NONE;
         let mut alerts_field = None;
+        let mut dashboard = DashboardConfig::default();
         let mut services_field = None;
 
         for field in self.fields(root, "", 1, &[TOP_KEYS, TIMING_KEYS]) {
@@ -67,6 +70,7 @@ impl Checker<'_> {
                 "state_dir" => state_dir = self.absolute_path(&field),
                 "control_socket" => control_socket = self.socket_path(&field),
                 "alerts" => alerts_field = Some(field),
+                "dashboard" => dashboard = self.dashboard(&field),
                 "services" => services_field = Some(field),
                 name if presets::preset(name).is_some() => self.error(
                     field.key_line,
@@ -110,6 +114,7 @@ impl Checker<'_> {
             mode,
             state_dir: state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             control_socket: control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET)),
+            dashboard,
             alerts,
             services,
             warnings: Vec::new(),

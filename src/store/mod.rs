@@ -14,8 +14,13 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+mod alerts;
+
+pub use alerts::{AlertRow, DueDelivery, NewMessage, SpoolItem, SpoolState};
+
 /// Migrations in order; entry N brings the schema from version N to N + 1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE incidents (
     id INTEGER PRIMARY KEY,
     service TEXT NOT NULL,
@@ -71,7 +76,54 @@ CREATE TABLE service_state (
     last_action TEXT,
     last_action_ms INTEGER
 );
-"#];
+"#,
+    // The alert spool. An alert item is one thing to tell the admin about (a problem, a reminder,
+    // a recovery), stored the moment the policy asks for it. Items that go out together form one
+    // message (a row of `alerts`), which has one delivery per route: the mail ladder and each
+    // webhook of its own. Alerts stored by a version without the spool cannot be resent.
+    r#"
+ALTER TABLE alerts ADD COLUMN kind TEXT NOT NULL DEFAULT 'problem';
+ALTER TABLE alerts ADD COLUMN payload TEXT;
+ALTER TABLE alerts ADD COLUMN expires_ms INTEGER;
+UPDATE alerts SET status = 'failed',
+    last_error = COALESCE(last_error, 'interrupted before selfheal kept an alert spool')
+    WHERE status = 'pending';
+CREATE TABLE alert_items (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER REFERENCES incidents(id),
+    service TEXT NOT NULL,
+    -- problem | reminder | recovered
+    kind TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    -- the alert's facts as JSON
+    payload TEXT NOT NULL,
+    -- queued | grouped | suppressed | summarized
+    status TEXT NOT NULL DEFAULT 'queued',
+    -- the message that carries it
+    alert_id INTEGER REFERENCES alerts(id)
+);
+CREATE INDEX alert_items_status ON alert_items(status);
+CREATE INDEX alert_items_incident ON alert_items(incident_id);
+CREATE TABLE alert_deliveries (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts(id),
+    -- 'mail' (relays, sendmail, fallback webhooks) or 'webhook NAME'
+    route TEXT NOT NULL,
+    -- pending | sent | expired
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    -- set while an attempt runs; still set after a crash means the outcome is unknown
+    in_flight_ms INTEGER,
+    channel TEXT,
+    reply TEXT,
+    last_error TEXT,
+    sent_ms INTEGER
+);
+CREATE INDEX alert_deliveries_due ON alert_deliveries(status, next_attempt_ms);
+"#,
+];
 
 pub fn unix_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
@@ -113,20 +165,6 @@ pub struct ServiceStateRow {
     pub last_probe: Option<String>,
     pub last_action: Option<String>,
     pub last_action_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertRow {
-    pub id: i64,
-    pub incident_id: Option<i64>,
-    pub service: String,
-    pub verdict: String,
-    pub created_ms: i64,
-    pub message_id: String,
-    pub subject: String,
-    pub status: String,
-    pub channel: Option<String>,
-    pub last_error: Option<String>,
 }
 
 pub struct Store {
@@ -268,14 +306,6 @@ impl Store {
         Ok(closed)
     }
 
-    pub fn set_alert_status(&self, incident: i64, status: &str) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE incidents SET alert_status = ?2 WHERE id = ?1",
-            params![incident, status],
-        )?;
-        Ok(())
-    }
-
     pub fn record_restart(
         &self,
         service: &str,
@@ -359,80 +389,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    /// Store an alert as pending before any attempt to send it.
-    pub fn insert_alert(
-        &self,
-        incident: Option<i64>,
-        service: &str,
-        verdict: &str,
-        message_id: &str,
-        subject: &str,
-        at: SystemTime,
-    ) -> anyhow::Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO alerts (incident_id, service, verdict, created_ms, message_id, subject, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            params![incident, service, verdict, unix_ms(at), message_id, subject],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    pub fn mark_alert_sent(
-        &self,
-        alert: i64,
-        channel: &str,
-        reply: &str,
-        at: SystemTime,
-    ) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE alerts SET status = 'sent', channel = ?2, reply = ?3, sent_ms = ?4, last_error = NULL WHERE id = ?1",
-            params![alert, channel, reply, unix_ms(at)],
-        )?;
-        Ok(())
-    }
-
-    pub fn mark_alert_failed(&self, alert: i64, error: &str) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE alerts SET status = 'failed', last_error = ?2 WHERE id = ?1",
-            params![alert, error],
-        )?;
-        Ok(())
-    }
-
-    pub fn alerts(&self, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, incident_id, service, verdict, created_ms, message_id, subject, status, channel, last_error
-             FROM alerts ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(AlertRow {
-                id: row.get(0)?,
-                incident_id: row.get(1)?,
-                service: row.get(2)?,
-                verdict: row.get(3)?,
-                created_ms: row.get(4)?,
-                message_id: row.get(5)?,
-                subject: row.get(6)?,
-                status: row.get(7)?,
-                channel: row.get(8)?,
-                last_error: row.get(9)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    /// When the last crash-loop alert for `service` was created.
-    pub fn last_crash_loop_alert(&self, service: &str) -> anyhow::Result<Option<SystemTime>> {
-        let ms: Option<i64> = self.conn().query_row(
-            "SELECT MAX(created_ms) FROM alerts WHERE service = ?1 AND verdict = 'crash loop'",
-            params![service],
-            |row| row.get(0),
-        )?;
-        Ok(ms.map(from_unix_ms))
     }
 
     pub fn save_service_state(&self, row: &ServiceStateRow) -> anyhow::Result<()> {
@@ -593,22 +549,5 @@ mod tests {
         let all = store.incidents(false, 10).unwrap();
         let old = all.iter().find(|i| i.service == "old-filter").unwrap();
         assert_eq!(old.resolution.as_deref(), Some("no longer watched"));
-    }
-
-    #[test]
-    fn alert_status_flow() {
-        let store = Store::open_in_memory().unwrap();
-        let alert = store
-            .insert_alert(None, "postfix", "crash loop", "<a@b>", "subject", at(0))
-            .unwrap();
-        assert_eq!(store.alerts(10).unwrap()[0].status, "pending");
-        store.mark_alert_failed(alert, "relay refused").unwrap();
-        assert_eq!(store.alerts(10).unwrap()[0].status, "failed");
-        store
-            .mark_alert_sent(alert, "relay x", "250 ok", at(5))
-            .unwrap();
-        assert_eq!(store.alerts(10).unwrap()[0].status, "sent");
-        assert_eq!(store.last_crash_loop_alert("postfix").unwrap(), Some(at(0)));
-        assert_eq!(store.last_crash_loop_alert("dovecot").unwrap(), None);
     }
 }

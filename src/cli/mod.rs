@@ -1,5 +1,7 @@
 //! The command line: thin commands over the modules, or over the running daemon's socket.
 
+mod alert;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 use tokio::sync::oneshot;
 
+use crate::alert::Alerting;
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::control::{self, ControlRequest, ControlResponse};
 use crate::engine::{self, AlertSender, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT};
@@ -67,6 +70,11 @@ pub enum Commands {
     },
     /// List the covered services installed on this host and print a config enabling them.
     Detect,
+    /// Alert channels.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// List incidents, newest first.
     Incidents {
         /// Only incidents that are still open.
@@ -78,6 +86,17 @@ pub enum Commands {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertCommand {
+    /// Send a test alert through each channel and print what each answered (exit 1 when one
+    /// failed).
+    Test {
+        /// Only this channel: a webhook's name, a relay's host or host:port, or `sendmail`.
+        #[arg(long, value_name = "NAME")]
+        channel: Option<String>,
     },
 }
 
@@ -122,6 +141,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Incidents { open, limit, json } => {
                     incidents(&config, open, limit as usize, json)
                 }
+                Commands::Alert {
+                    command: AlertCommand::Test { channel },
+                } => alert::test(&config, channel.as_deref()).await,
                 Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
             };
             result.unwrap_or_else(|error| {
@@ -318,6 +340,19 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             stored_views(config)?
         }
     };
+    let undelivered = alert::undelivered(config);
+    let mut views = views;
+    for view in &mut views {
+        view.alert_undelivered = undelivered
+            .iter()
+            .find(|row| row.service.split(", ").any(|name| name == view.service))
+            .map(|row| {
+                format!(
+                    "alert not delivered yet: {}",
+                    row.last_error.as_deref().unwrap_or("not tried yet")
+                )
+            });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(ExitCode::SUCCESS);
@@ -340,6 +375,10 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if let (Some(verdict), Some(reason)) = (&view.verdict, &view.reason) {
             println!("{:<16} {verdict}: {reason}", "");
         }
+    }
+    if !undelivered.is_empty() {
+        println!();
+        alert::print_undelivered(&undelivered);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -373,6 +412,7 @@ fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
             verdict: open.as_ref().and_then(|o| o.verdict.clone()),
             reason: open.as_ref().and_then(|o| o.reason.clone()),
             incident: open.map(|o| o.id),
+            alert_undelivered: None,
         });
     }
     Ok(views)
@@ -425,7 +465,8 @@ async fn restart_without_daemon(
     let store = Arc::new(Store::open(&config.state_db())?);
     let managers = Arc::new(managers);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let (alerts, alert_task) = AlertSender::start(config.alerts.clone(), store.clone(), host);
+    let alerting = Alerting::start(config, store.clone(), host.clone())?;
+    let alerts = AlertSender::new(alerting.outbox.clone(), host);
     let target = engine::resolve_target(&managers, &service).await;
     let policy = engine::restore_policy(&store, &service)?;
     let mut runner = ServiceRunner::new(
@@ -451,7 +492,7 @@ async fn restart_without_daemon(
         }
     };
     drop(runner);
-    let _ = tokio::time::timeout(Duration::from_secs(60), alert_task).await;
+    alerting.shutdown(Duration::from_secs(60)).await;
     Ok(outcome)
 }
 
