@@ -191,6 +191,7 @@ fn config(relays: Vec<RelayConfig>, sendmail: Option<PathBuf>) -> AlertConfig {
         relays,
         sendmail,
         journal_lines: 20,
+        webhooks: vec![],
     }
 }
 

@@ -578,6 +578,7 @@ mod tests {
             relays: vec![],
             sendmail: None,
             journal_lines: 20,
+            webhooks: vec![],
         }
     }
 
