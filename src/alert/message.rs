@@ -216,7 +216,7 @@ pub fn subject(alert: &Alert) -> String {
 
 /// Replaces every control character, CR and LF included, with a space and collapses runs of
 /// whitespace, so that the text fits on one header line.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())
         .collect::<Vec<_>>()
@@ -238,7 +238,7 @@ fn printable(line: &str) -> String {
 }
 
 /// Cuts `text` to at most `max` characters, the last one being `…` when something was cut.
-fn truncate(text: &str, max: usize) -> String {
+pub(super) fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
     }
@@ -267,7 +267,7 @@ fn utc(time: SystemTime) -> String {
     }
 }
 
-fn escape_html(text: &str) -> String {
+pub(super) fn escape_html(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
