@@ -36,7 +36,7 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     if !config.alerts.has_channel() {
         tracing::warn!(
             "no alert channel configured: failures that cannot be healed are only logged; \
-             set [alerts] to, from and a [[alerts.relay]] in the config"
+             set [alerts] to, from and a [[alerts.relay]], or add an [[alerts.webhook]]"
         );
     }
     if config.services.is_empty() {

@@ -33,6 +33,8 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// Default time allowed for one delivery attempt through a relay.
 pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time allowed for one webhook request, connection included.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Name sent in EHLO and LHLO by smtp and lmtp probes without `helo_name`. The `.invalid`
 /// top-level domain never resolves (RFC 2606), so the name cannot belong to a real host, and
 /// its fully qualified form passes Postfix's `reject_non_fqdn_helo_hostname`.
@@ -75,7 +77,7 @@ pub struct Config {
     /// Unix socket the daemon serves the CLI on (`control_socket`, default
     /// `/run/selfheal/control.sock`).
     pub control_socket: PathBuf,
-    /// Recipients and channels of alert email (`[alerts]`).
+    /// Alert recipients and channels: mail and webhooks (`[alerts]`).
     pub alerts: AlertConfig,
     /// The web dashboard (`[dashboard]`).
     pub dashboard: DashboardConfig,
@@ -206,7 +208,7 @@ impl Timing {
 pub struct AlertConfig {
     /// Sender address (`from`); always set when `to` is not empty.
     pub from: Option<String>,
-    /// Recipient addresses (`to`); empty means no alert is sent.
+    /// Recipient addresses (`to`); empty means no alert mail is sent.
     pub to: Vec<String>,
     /// SMTP relays (`[[alerts.relay]]`), tried in order.
     pub relays: Vec<RelayConfig>,
@@ -266,8 +268,14 @@ impl Default for AlertConfig {
 }
 
 impl AlertConfig {
-    /// Whether any channel could deliver an alert.
+    /// Returns whether any channel could deliver an alert: mail with a recipient and a relay or
+    /// sendmail, or any webhook.
     pub fn has_channel(&self) -> bool {
+        self.has_mail_channel() || !self.webhooks.is_empty()
+    }
+
+    /// Returns whether alert mail could be delivered: a recipient, and a relay or sendmail.
+    pub fn has_mail_channel(&self) -> bool {
         !self.to.is_empty() && (!self.relays.is_empty() || self.sendmail.is_some())
     }
 }

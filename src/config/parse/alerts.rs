@@ -1,5 +1,5 @@
 //! The `[alerts]` table and its `[[alerts.relay]]` entries: sender, recipients, sendmail and
-//! SMTP relays.
+//! SMTP relays. The `[[alerts.webhook]]` entries are read in `webhooks.rs`.
 
 use std::fs;
 use std::net::Ipv6Addr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml_edit::Value;
 
 use super::checker::{example_of, join_key, Checker, Field, Keys};
+use super::webhooks::Webhooks;
 use crate::config::{
     default_sendmail, AlertConfig, RelayConfig, TlsMode, DEFAULT_JOURNAL_LINES,
     DEFAULT_RELAY_TIMEOUT, DEFAULT_SENDMAIL,
@@ -29,6 +30,7 @@ const ALERT_KEYS: Keys = &[
     ("retry_initial", r#"retry_initial = "30s""#),
     ("retry_max", r#"retry_max = "30m""#),
     ("expire_after", r#"expire_after = "3d""#),
+    ("webhook", "[[alerts.webhook]]"),
 ];
 
 /// Upper bound of `max_per_hour`: more mails than this in an hour help no reader.
@@ -72,6 +74,7 @@ impl Checker<'_> {
         let mut to_line = None;
         let mut sendmail_present = false;
         let mut relay_count = 0;
+        let mut webhooks = Webhooks::default();
         for entry in self.fields(table, &field.path, field.line, &[ALERT_KEYS]) {
             match entry.name {
                 "from" => {
@@ -163,6 +166,7 @@ impl Checker<'_> {
                         }
                     }
                 }
+                "webhook" => webhooks = self.webhooks(&entry),
                 _ => self.unknown_key(&entry, &[ALERT_KEYS]),
             }
         }
@@ -184,6 +188,7 @@ impl Checker<'_> {
         if !sendmail_present {
             alerts.sendmail = default_sendmail();
         }
+        alerts.webhooks = std::mem::take(&mut webhooks.configs);
 
         let from_key = join_key(&field.path, "from");
         if !alerts.to.is_empty() && !from_present {
@@ -194,14 +199,39 @@ impl Checker<'_> {
                 example_of(ALERT_KEYS, "from"),
             );
         }
+        self.channel_warnings(field, &alerts, to_line, relay_count, &webhooks);
+        alerts
+    }
+
+    /// Warns about channels that cannot deliver: recipients without a relay or sendmail,
+    /// relays without a recipient, and fallback webhooks with no mail to fall back from.
+    ///
+    /// Webhooks alone are a valid set of channels, so these warnings only name what the admin
+    /// loses: alert mail, or every alert when there is no webhook either.
+    fn channel_warnings(
+        &mut self,
+        field: &Field<'_>,
+        alerts: &AlertConfig,
+        to_line: Option<usize>,
+        relay_count: usize,
+        webhooks: &Webhooks,
+    ) {
+        let (lost, only_webhooks) = if webhooks.count > 0 {
+            ("alert mail", "; alerts go only to the webhooks")
+        } else {
+            ("alert", "")
+        };
+        let mail_deliverable =
+            !alerts.to.is_empty() && (relay_count > 0 || alerts.sendmail.is_some());
         if let Some(line) = to_line {
-            if !alerts.to.is_empty() && relay_count == 0 && alerts.sendmail.is_none() {
+            if !alerts.to.is_empty() && !mail_deliverable {
                 self.warn(
                     line,
                     &join_key(&field.path, "to"),
                     format!(
-                        "no alert can be delivered: there is no [[alerts.relay]] and no \
-                         sendmail ({DEFAULT_SENDMAIL} is not installed or sendmail = false)"
+                        "no {lost} can be delivered: there is no [[alerts.relay]] and no \
+                         sendmail ({DEFAULT_SENDMAIL} is not installed or sendmail = false)\
+                         {only_webhooks}"
                     ),
                     example_of(ALERT_KEYS, "relay"),
                 );
@@ -211,11 +241,25 @@ impl Checker<'_> {
             self.warn(
                 field.line,
                 &join_key(&field.path, "to"),
-                "relays are configured but no recipient, so no alert is sent".to_string(),
+                format!(
+                    "relays are configured but no recipient, so no {lost} is sent{only_webhooks}"
+                ),
                 example_of(ALERT_KEYS, "to"),
             );
         }
-        alerts
+        if !mail_deliverable {
+            for (key, line) in &webhooks.fallback_lines {
+                self.warn(
+                    *line,
+                    key,
+                    "fallback = true has no mail channel to back up (alert mail needs `to` and \
+                     a relay or sendmail), so this webhook gets every alert; set \
+                     fallback = false to say so"
+                        .to_string(),
+                    "fallback = false",
+                );
+            }
+        }
     }
 
     /// Reads `reminders`: false, or an array of increasing durations.

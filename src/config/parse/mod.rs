@@ -8,6 +8,7 @@ mod probes;
 mod services;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,7 @@ use super::checker::{closest_key, edit_distance, join_key, Checker};
 use super::parse;
 use super::probes::{check_dns_name, join_with_and, parse_status_class, SEND_EXPECT_EXAMPLE};
 use crate::config::presets::{self, Preset};
-use crate::config::{Config, ConfigError, Mode, TlsMode};
+use crate::config::{Config, ConfigError, Mode, TlsMode, WebhookKind};
 use crate::probe::{Endpoint, ProbeSpec, Protocol, StatusClass, TlsMode as ProbeTlsMode};
 
 const FILE: &str = "/etc/selfheal/selfheal.toml";
@@ -528,6 +528,544 @@ fn journal_lines_range() {
     assert_eq!(config.alerts.journal_lines, 0);
     let error = single("[alerts]\nsendmail = false\njournal_lines = -1\n");
     assert_eq!(error.key, "alerts.journal_lines");
+}
+
+/// Config with one webhook table on line 3 whose keys start on line 4, no mail channel and
+/// one service, so a valid `body` gives no warning.
+fn one_webhook(body: &str) -> String {
+    format!("[alerts]\nsendmail = false\n[[alerts.webhook]]\n{body}[services.postfix]\n")
+}
+
+#[test]
+fn webhooks_of_every_kind_parse() {
+    let dir = tempdir();
+    let token = write_file(dir.path(), "token", "syt_secret\n", 0o600);
+    let token = token.display();
+    let text = format!(
+        "[alerts]\n\
+         sendmail = false\n\
+         [[alerts.webhook]]\n\
+         name = \"receiver\"\n\
+         kind = \"json\"\n\
+         url = \"https://hooks.example.org/selfheal\"\n\
+         [[alerts.webhook]]\n\
+         name = \"phone\"\n\
+         kind = \"ntfy\"\n\
+         url = \"https://ntfy.example.org/mail1-alerts\"\n\
+         token_file = \"{token}\"\n\
+         fallback = true\n\
+         [[alerts.webhook]]\n\
+         name = \"team\"\n\
+         kind = \"slack\"\n\
+         url = \"https://hooks.slack.example.com/services/T0/B0/x\"\n\
+         timeout = \"5s\"\n\
+         [[alerts.webhook]]\n\
+         name = \"ops-room\"\n\
+         kind = \"matrix\"\n\
+         url = \"https://matrix.example.org\"\n\
+         token_file = \"{token}\"\n\
+         room = \"!AbCdEfGhIjKlMnOp:example.org\"\n\
+         [services.postfix]\n"
+    );
+    let config = ok(&text);
+
+    // The one warning is about fallback = true with no mail channel.
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let hooks = &config.alerts.webhooks;
+    let names: Vec<&str> = hooks.iter().map(|hook| hook.name.as_str()).collect();
+    assert_eq!(names, ["receiver", "phone", "team", "ops-room"]);
+    let kinds: Vec<WebhookKind> = hooks.iter().map(|hook| hook.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            WebhookKind::Json,
+            WebhookKind::Ntfy,
+            WebhookKind::Slack,
+            WebhookKind::Matrix
+        ]
+    );
+
+    assert_eq!(hooks[0].url, "https://hooks.example.org/selfheal");
+    assert_eq!(hooks[0].token_file, None);
+    assert_eq!(hooks[0].room, None);
+    assert!(!hooks[0].fallback);
+    assert_eq!(hooks[0].timeout, Duration::from_secs(30));
+
+    assert_eq!(
+        hooks[1].token_file.as_deref().map(Path::to_path_buf),
+        Some(PathBuf::from(token.to_string()))
+    );
+    assert!(hooks[1].fallback);
+    assert_eq!(hooks[2].timeout, Duration::from_secs(5));
+
+    assert_eq!(hooks[3].url, "https://matrix.example.org/");
+    assert_eq!(
+        hooks[3].room.as_deref(),
+        Some("!AbCdEfGhIjKlMnOp:example.org")
+    );
+    assert!(config.alerts.has_channel());
+    assert!(!config.alerts.has_mail_channel());
+}
+
+#[test]
+fn webhook_alone_is_a_channel() {
+    let config = ok(&one_webhook(
+        "name = \"phone\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.org/mail1\"\n",
+    ));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.alerts.to.is_empty());
+    assert!(config.alerts.has_channel());
+}
+
+#[test]
+fn webhook_single_brackets() {
+    let error = single("[alerts]\nsendmail = false\n[alerts.webhook]\nname = \"a\"\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "alerts.webhook");
+    assert!(error.message.contains("[[alerts.webhook]]"), "{error}");
+}
+
+#[test]
+fn webhook_not_a_table() {
+    let error = single("[alerts]\nsendmail = false\nwebhook = \"https://x.example.org\"\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "alerts.webhook");
+    assert!(error.message.contains("array of tables"), "{error}");
+
+    let error = single("[alerts]\nsendmail = false\nwebhook = [1]\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "alerts.webhook[0]");
+    assert!(error.message.contains("expected a table"), "{error}");
+}
+
+#[test]
+fn webhook_needs_name_kind_url() {
+    let found = errors(&one_webhook("timeout = \"5s\"\n"));
+    let located: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        located,
+        [
+            (3, "alerts.webhook[0].name"),
+            (3, "alerts.webhook[0].kind"),
+            (3, "alerts.webhook[0].url"),
+        ]
+    );
+    assert!(
+        found[0].message.starts_with("missing webhook name"),
+        "{found:#?}"
+    );
+    assert!(found[1].message.contains("\"matrix\""), "{found:#?}");
+    assert!(found.iter().all(|e| e.example.is_some()), "{found:#?}");
+}
+
+#[test]
+fn webhook_name_checks() {
+    let rest = "kind = \"json\"\nurl = \"https://hooks.example.org/x\"\n";
+
+    let error = single(&one_webhook(&format!("name = \"\"\n{rest}")));
+    assert_eq!(error.line, 4);
+    assert_eq!(error.key, "alerts.webhook[0].name");
+    assert!(error.message.contains("must not be empty"), "{error}");
+
+    let error = single(&one_webhook(&format!("name = \"ops phone\"\n{rest}")));
+    assert_eq!(error.line, 4);
+    assert!(error.message.contains("must not contain spaces"), "{error}");
+
+    let error = single(&one_webhook(&format!("name = 7\n{rest}")));
+    assert_eq!(error.line, 4);
+    assert!(error.message.contains("expected a string"), "{error}");
+}
+
+#[test]
+fn webhook_duplicate_name() {
+    let text = "[alerts]\nsendmail = false\n\
+                [[alerts.webhook]]\nname = \"ops\"\nkind = \"json\"\n\
+                url = \"https://a.example.org/x\"\n\
+                [[alerts.webhook]]\nname = \"ops\"\nkind = \"json\"\n\
+                url = \"https://b.example.org/x\"\n";
+    let error = single(text);
+    assert_eq!(error.line, 8);
+    assert_eq!(error.key, "alerts.webhook[1].name");
+    assert!(
+        error.message.contains("\"ops\" is already used on line 4"),
+        "{error}"
+    );
+}
+
+#[test]
+fn webhook_kind_invalid() {
+    let error = single(&one_webhook(
+        "name = \"a\"\nkind = \"discord\"\nurl = \"https://hooks.example.org/x\"\n",
+    ));
+    assert_eq!(error.line, 5);
+    assert_eq!(error.key, "alerts.webhook[0].kind");
+    assert!(
+        error
+            .message
+            .starts_with("invalid webhook kind \"discord\""),
+        "{error}"
+    );
+    assert_eq!(error.example.as_deref(), Some("kind = \"ntfy\""));
+}
+
+#[test]
+fn webhook_url_checks() {
+    for (url, expected) in [
+        ("", "must not be empty"),
+        (
+            "ftp://hooks.example.org/x",
+            "URL scheme \"ftp\" is not supported",
+        ),
+        ("file:///tmp/x", "URL scheme \"file\" is not supported"),
+        ("https://hooks.example.org/a b", "contains spaces"),
+        (" https://hooks.example.org/x", "contains spaces"),
+        ("https://hooks.example.org/x\\t", "control characters"),
+        ("hooks.example.org/x", "invalid URL \"hooks.example.org/x\""),
+        ("https://", "invalid URL"),
+        ("https://hooks.example.org:99999/x", "invalid URL"),
+    ] {
+        let error = single(&one_webhook(&format!(
+            "name = \"a\"\nkind = \"json\"\nurl = \"{url}\"\n"
+        )));
+        assert_eq!(error.line, 6, "{url}");
+        assert_eq!(error.key, "alerts.webhook[0].url", "{url}");
+        assert!(error.message.contains(expected), "{url}: {error}");
+    }
+}
+
+#[test]
+fn webhook_url_credentials_rejected() {
+    for url in [
+        "https://alerts:s3cret@hooks.example.org/x",
+        "https://s3cret@hooks.example.org/x",
+    ] {
+        let error = single(&one_webhook(&format!(
+            "name = \"a\"\nkind = \"json\"\nurl = \"{url}\"\n"
+        )));
+        assert_eq!(error.line, 6, "{url}");
+        assert!(error.message.contains("user name or password"), "{error}");
+        assert!(error.message.contains("token_file"), "{error}");
+        assert!(!error.message.contains("s3cret"), "{error}");
+        assert!(
+            error.message.contains("https://***@hooks.example.org/x"),
+            "{error}"
+        );
+    }
+
+    // A parse error must not print the password either.
+    let error = single(&one_webhook(
+        "name = \"a\"\nkind = \"json\"\nurl = \"https://u:s3cret@hooks example.org/x\"\n",
+    ));
+    assert!(!error.message.contains("s3cret"), "{error}");
+}
+
+#[test]
+fn plain_http_warns() {
+    let text = one_webhook("name = \"a\"\nkind = \"json\"\nurl = \"http://hooks.example.org/x\"\n");
+    let config = ok(&text);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert_eq!(warning.line, 6);
+    assert_eq!(warning.key, "alerts.webhook[0].url");
+    assert_eq!(
+        warning.message,
+        "plain http:// to hooks.example.org: alerts would cross the network unencrypted; \
+         use https://"
+    );
+}
+
+#[test]
+fn plain_http_with_token_warns() {
+    let dir = tempdir();
+    let token = write_file(dir.path(), "token", "secret\n", 0o600);
+    let text = one_webhook(&format!(
+        "name = \"a\"\nkind = \"ntfy\"\nurl = \"http://10.0.0.5/alerts\"\n\
+         token_file = \"{}\"\n",
+        token.display()
+    ));
+    let config = ok(&text);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert_eq!(config.warnings[0].line, 6);
+    assert!(
+        config.warnings[0]
+            .message
+            .contains("alerts and the token would cross the network unencrypted"),
+        "{}",
+        config.warnings[0]
+    );
+}
+
+#[test]
+fn plain_http_to_loopback_allowed() {
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://127.1.2.3/hook",
+        "http://localhost:8080/hook",
+        "http://ntfy.localhost/alerts",
+        "http://[::1]:8080/hook",
+        "https://hooks.example.org/hook",
+    ] {
+        let config = ok(&one_webhook(&format!(
+            "name = \"a\"\nkind = \"json\"\nurl = \"{url}\"\n"
+        )));
+        assert!(config.warnings.is_empty(), "{url}: {:?}", config.warnings);
+    }
+}
+
+#[test]
+fn ntfy_url_needs_topic() {
+    let error = single(&one_webhook(
+        "name = \"a\"\nkind = \"ntfy\"\nurl = \"https://ntfy.example.org\"\n",
+    ));
+    assert_eq!(error.line, 6);
+    assert_eq!(error.key, "alerts.webhook[0].url");
+    assert!(error.message.contains("topic"), "{error}");
+}
+
+#[test]
+fn webhook_token_file_checks() {
+    let dir = tempdir();
+    let body = "name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n";
+
+    let error = single(&one_webhook(&format!("{body}token_file = \"token\"\n")));
+    assert_eq!(error.line, 7);
+    assert_eq!(error.key, "alerts.webhook[0].token_file");
+    assert!(error.message.contains("absolute path"), "{error}");
+
+    let missing = dir.path().join("absent");
+    let error = single(&one_webhook(&format!(
+        "{body}token_file = \"{}\"\n",
+        missing.display()
+    )));
+    assert_eq!(error.line, 7);
+    assert!(
+        error.message.starts_with("cannot read token file"),
+        "{error}"
+    );
+    assert!(error.message.contains("absent"), "{error}");
+
+    let error = single(&one_webhook(&format!(
+        "{body}token_file = \"{}\"\n",
+        dir.path().display()
+    )));
+    assert!(error.message.contains("not a regular file"), "{error}");
+}
+
+#[test]
+fn wide_token_file_warns() {
+    let dir = tempdir();
+    let token = write_file(dir.path(), "token", "secret\n", 0o640);
+    let config = ok(&one_webhook(&format!(
+        "name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n\
+         token_file = \"{}\"\n",
+        token.display()
+    )));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert_eq!(warning.line, 7);
+    assert_eq!(warning.key, "alerts.webhook[0].token_file");
+    assert!(warning.message.starts_with("token file"), "{warning}");
+    assert!(warning.message.contains("0640"), "{warning}");
+    assert!(warning.message.contains("chmod 600"), "{warning}");
+}
+
+#[test]
+fn matrix_needs_room_and_token() {
+    let found = errors(&one_webhook(
+        "name = \"a\"\nkind = \"matrix\"\nurl = \"https://matrix.example.org\"\n",
+    ));
+    let located: Vec<(usize, &str)> = found.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        located,
+        [
+            (3, "alerts.webhook[0].room"),
+            (3, "alerts.webhook[0].token_file"),
+        ]
+    );
+    assert!(found[0].message.contains("needs `room`"), "{found:#?}");
+    assert!(
+        found[1].message.contains("needs `token_file`"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn matrix_room_checks() {
+    let dir = tempdir();
+    let token = write_file(dir.path(), "token", "secret\n", 0o600);
+    let body = format!(
+        "name = \"a\"\nkind = \"matrix\"\nurl = \"https://matrix.example.org/\"\n\
+         token_file = \"{}\"\n",
+        token.display()
+    );
+    let hash_room = format!("!{}", "A1b2-_".repeat(7) + "z");
+    assert_eq!(hash_room.len(), 44);
+    for room in [
+        "!AbCdEfGhIjKlMnOp:example.org",
+        "!x:[2001:db8::1]:8448",
+        &hash_room,
+    ] {
+        let config = ok(&one_webhook(&format!("{body}room = \"{room}\"\n")));
+        assert_eq!(config.alerts.webhooks[0].room.as_deref(), Some(room));
+    }
+
+    for (room, expected) in [
+        ("#ops:example.org", "is a room alias, not a room ID"),
+        ("AbCdEf:example.org", "invalid room ID"),
+        ("!AbCdEf", "invalid room ID"),
+        ("!:example.org", "invalid room ID"),
+        ("!AbCdEf:", "invalid room ID"),
+        ("", "must not be empty"),
+        ("!a b:example.org", "must not contain spaces"),
+    ] {
+        let error = single(&one_webhook(&format!("{body}room = \"{room}\"\n")));
+        assert_eq!(error.line, 8, "{room}");
+        assert_eq!(error.key, "alerts.webhook[0].room", "{room}");
+        assert!(error.message.contains(expected), "{room}: {error}");
+    }
+}
+
+#[test]
+fn room_only_for_matrix() {
+    let error = single(&one_webhook(
+        "name = \"a\"\nkind = \"slack\"\nurl = \"https://hooks.example.org/x\"\n\
+         room = \"!AbCdEfGhIjKlMnOp:example.org\"\n",
+    ));
+    assert_eq!(error.line, 7);
+    assert_eq!(error.key, "alerts.webhook[0].room");
+    assert!(
+        error
+            .message
+            .contains("only used by kind = \"matrix\", but this webhook has kind = \"slack\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn matrix_url_without_query() {
+    let dir = tempdir();
+    let token = write_file(dir.path(), "token", "secret\n", 0o600);
+    let error = single(&one_webhook(&format!(
+        "name = \"a\"\nkind = \"matrix\"\nurl = \"https://matrix.example.org/?a=1\"\n\
+         token_file = \"{}\"\nroom = \"!a:example.org\"\n",
+        token.display()
+    )));
+    assert_eq!(error.line, 6);
+    assert_eq!(error.key, "alerts.webhook[0].url");
+    assert!(error.message.contains("base URL"), "{error}");
+}
+
+#[test]
+fn webhook_fallback_and_timeout_values() {
+    let body = "name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n";
+
+    let error = single(&one_webhook(&format!("{body}fallback = \"yes\"\n")));
+    assert_eq!(error.line, 7);
+    assert_eq!(error.key, "alerts.webhook[0].fallback");
+    assert!(error.message.contains("expected true or false"), "{error}");
+
+    let error = single(&one_webhook(&format!("{body}timeout = \"0s\"\n")));
+    assert_eq!(error.line, 7);
+    assert_eq!(error.key, "alerts.webhook[0].timeout");
+    assert!(error.message.contains("greater than zero"), "{error}");
+
+    let error = single(&one_webhook(&format!("{body}timeout = 30\n")));
+    assert!(error.message.contains("needs a unit"), "{error}");
+}
+
+#[test]
+fn webhook_unknown_key_suggests() {
+    let error = single(&one_webhook(
+        "name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\ntokenfile = \"/x\"\n",
+    ));
+    assert_eq!(error.line, 7);
+    assert_eq!(error.key, "alerts.webhook[0].tokenfile");
+    assert!(
+        error.message.contains("did you mean `token_file`?"),
+        "{error}"
+    );
+}
+
+#[test]
+fn fallback_without_mail_warns() {
+    let config = ok(&one_webhook(
+        "name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\nfallback = true\n",
+    ));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert_eq!(warning.line, 7);
+    assert_eq!(warning.key, "alerts.webhook[0].fallback");
+    assert!(
+        warning.message.contains("set fallback = false"),
+        "{warning}"
+    );
+
+    let dir = tempdir();
+    let sendmail = write_file(dir.path(), "sendmail", "#!/bin/sh\n", 0o755);
+    let config = ok(&format!(
+        "[alerts]\nsendmail = \"{}\"\nfrom = \"s@x\"\nto = \"a@x\"\n[[alerts.webhook]]\n\
+         name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n\
+         fallback = true\n[services.postfix]\n",
+        sendmail.display()
+    ));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert!(config.alerts.has_mail_channel());
+}
+
+#[test]
+fn recipients_without_mail_channel_but_webhook() {
+    let config = ok(
+        "[alerts]\nsendmail = false\nfrom = \"s@x\"\nto = [\"a@x\"]\n[[alerts.webhook]]\n\
+         name = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n[services.postfix]\n",
+    );
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert_eq!(warning.line, 4);
+    assert_eq!(warning.key, "alerts.to");
+    assert!(
+        warning
+            .message
+            .starts_with("no alert mail can be delivered"),
+        "{warning}"
+    );
+    assert!(
+        warning.message.ends_with("alerts go only to the webhooks"),
+        "{warning}"
+    );
+    assert!(config.alerts.has_channel());
+    assert!(!config.alerts.has_mail_channel());
+}
+
+#[test]
+fn relays_without_recipient_but_webhook() {
+    let config = ok(
+        "[alerts]\nsendmail = false\n[[alerts.relay]]\nhost = \"smtp.example.net\"\n\
+         [[alerts.webhook]]\nname = \"a\"\nkind = \"json\"\nurl = \"https://hooks.example.org/x\"\n\
+         [services.postfix]\n",
+    );
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert_eq!(warning.line, 1);
+    assert_eq!(warning.key, "alerts.to");
+    assert_eq!(
+        warning.message,
+        "relays are configured but no recipient, so no alert mail is sent; alerts go only to \
+         the webhooks"
+    );
+    assert!(config.alerts.has_channel());
+}
+
+#[test]
+fn relays_without_recipient_warn() {
+    let config =
+        ok("[alerts]\nsendmail = false\n[[alerts.relay]]\nhost = \"smtp.example.net\"\n[services.postfix]\n");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert_eq!(config.warnings[0].line, 1);
+    assert_eq!(
+        config.warnings[0].message,
+        "relays are configured but no recipient, so no alert is sent"
+    );
+    assert!(!config.alerts.has_channel());
 }
 
 #[test]
