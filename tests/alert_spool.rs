@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use selfheal::store::AlertRow;
 use support::daemon::{wait_for, Daemon};
+use support::http_sink::HttpSink;
 use support::sink::{free_port, parse_message, Sink};
 
 /// Relay settings of a test config.
@@ -21,7 +22,7 @@ struct Relay<'a> {
     login: Option<(&'a str, &'a Path)>,
 }
 
-/// A config with `services` failing services managed by commands, checked every second, that
+/// Writes a config with `services` failing services managed by commands, checked every second, that
 /// alerts through `relay` only. `alerts` adds keys to the `[alerts]` table.
 fn config(dir: &Path, services: &[&str], relay: &Relay<'_>, alerts: &str) -> String {
     let mut text = format!(
@@ -168,7 +169,7 @@ async fn relay_down_then_back_delivers_once() {
 async fn killed_before_sending_then_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
-    // The grouping window holds the stored alert back long enough to kill selfheal first.
+    // The grouping window keeps the stored alert back long enough to kill selfheal first.
     let text = config(
         dir.path(),
         &["filter"],
@@ -275,7 +276,7 @@ async fn stalled_relay_times_out_while_checks_go_on() {
             .and_then(|row| row.checked_ms)
             .unwrap_or(0)
     };
-    // While the relay holds the message, the service is still checked every second.
+    // While the relay keeps the message, the service is still checked every second.
     let first = checked();
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
@@ -504,4 +505,104 @@ async fn verdict_to_relay_latency() {
         "verdict to relay 250: median {} ms, each {latencies:?} ms (group_window 0 s)",
         sorted[sorted.len() / 2]
     );
+}
+
+/// Writes a `[[alerts.webhook]]` table posting to `url`.
+fn webhook(name: &str, kind: &str, url: &str, fallback: bool) -> String {
+    format!(
+        "\n[[alerts.webhook]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = \"{url}\"\n\
+         fallback = {fallback}\ntimeout = \"5s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_gets_every_alert_next_to_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    // The receiver fails the first post, so the webhook's route is retried on its own.
+    let receiver = HttpSink::start(&[500]);
+    let mut text = config(
+        dir.path(),
+        &["filter"],
+        &plain_relay(sink.port),
+        r#"group_window = "0s""#,
+    );
+    text.push_str(&webhook("receiver", "json", &receiver.url("/hook"), false));
+    let daemon = Daemon::start(dir.path(), &text);
+
+    let ids = settle(&daemon, &sink, 1);
+    wait_for(
+        &daemon,
+        "the webhook delivered",
+        Duration::from_secs(60),
+        || {
+            receiver
+                .requests()
+                .iter()
+                .any(|request| request.status == 200)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = receiver.requests();
+    assert_eq!(
+        requests
+            .iter()
+            .map(|request| request.status)
+            .collect::<Vec<_>>(),
+        vec![500, 200]
+    );
+    let posted = &requests[1];
+    assert_eq!(posted.method, "POST");
+    assert_eq!(posted.path, "/hook");
+    let document: serde_json::Value = serde_json::from_str(&posted.body).unwrap();
+    assert_eq!(document["id"], ids[0].as_str());
+    assert_eq!(posted.header("idempotency-key"), Some(ids[0].as_str()));
+    assert_eq!(document["kind"], "problem");
+    assert_eq!(document["services"][0]["name"], "filter");
+    let row = alerts(&daemon).remove(0);
+    assert_eq!(row.status, "sent");
+    let channel = row.channel.unwrap_or_default();
+    assert!(channel.contains("relay 127.0.0.1"), "{channel}");
+    assert!(channel.contains("webhook receiver (json)"), "{channel}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallback_webhook_when_relay_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = HttpSink::start(&[]);
+    let mut text = config(
+        dir.path(),
+        &["filter"],
+        &plain_relay(free_port()),
+        r#"group_window = "0s""#,
+    );
+    text.push_str(&webhook(
+        "phone",
+        "ntfy",
+        &receiver.url("/mail1-alerts"),
+        true,
+    ));
+    let daemon = Daemon::start(dir.path(), &text);
+
+    wait_for(&daemon, "the ntfy post", Duration::from_secs(60), || {
+        !receiver.requests().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let post = &requests[0];
+    assert_eq!(post.path, "/mail1-alerts");
+    // The subject ends in "…", so it travels as RFC 2047 encoded-words.
+    let title = post.header("title").unwrap_or_default();
+    assert!(title.starts_with("=?UTF-8?B?"), "{title}");
+    assert!(
+        post.body.contains("selfheal could not heal filter"),
+        "{}",
+        post.body
+    );
+    assert_eq!(post.header("priority"), Some("urgent"));
+    let row = alerts(&daemon).remove(0);
+    assert_eq!(row.status, "sent");
+    assert_eq!(row.channel.as_deref(), Some("webhook phone (ntfy)"));
+    assert_eq!(row.attempts, 1, "the relay failed within the same attempt");
 }

@@ -235,9 +235,9 @@ impl Sim {
     }
 }
 
-/// One service killed every 40 s and another with a broken config, for 30 minutes: the killed
-/// one is restarted until its budget is spent and then alerted once as a crash loop; the broken
-/// one is alerted once. Two mails, no reminders yet.
+/// One service killed every 40 s and another with a broken config, for 30 minutes. The killed
+/// one is restarted until its budget is spent, then alerted once as a crash loop. The broken one
+/// is alerted once. That makes two mails, and no reminder is due yet.
 #[tokio::test(start_paused = true)]
 async fn killed_and_broken_for_half_an_hour() {
     let mut sim = Sim::new(
@@ -307,7 +307,7 @@ async fn alerted_then_recovered() {
     sim.run(10 * MINUTE).await;
     assert_eq!(sim.mails.len(), 1, "{:?}", sim.mails);
 
-    // The admin fixes it and restarts it; selfheal's next check sees it healthy.
+    // The admin fixes it and restarts it; selfheal's next check finds it healthy.
     advance(11 * MINUTE).await;
     sim.services[0].up = true;
     sim.run(5 * MINUTE).await;

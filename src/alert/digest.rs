@@ -36,7 +36,7 @@ pub struct Item {
     pub queued_at: SystemTime,
 }
 
-/// What one message says, stored with it so that every attempt renders the same content.
+/// Content of one message, stored with it so that every attempt renders the same content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Digest {
     pub host: String,
@@ -54,7 +54,7 @@ pub struct Digest {
 }
 
 impl Digest {
-    /// The message `selfheal alert test` sends.
+    /// Builds the message `selfheal alert test` sends.
     pub fn test(host: &str, dashboard_url: Option<String>) -> Digest {
         Digest {
             host: host.to_string(),
@@ -66,7 +66,7 @@ impl Digest {
         }
     }
 
-    /// The message kind stored in the spool: the items' common kind, `summary` or `mixed`.
+    /// Returns the message kind stored in the spool: the items' common kind, `summary` or `mixed`.
     pub fn kind(&self) -> &'static str {
         if self.test {
             return "test";
@@ -141,7 +141,7 @@ impl Digest {
         truncate(&subject, MAX_SUBJECT_CHARS)
     }
 
-    /// Renders the plain text and HTML bodies. `delivery` says which path carries this attempt.
+    /// Renders the plain text and HTML bodies. `delivery` names the path that carries this attempt.
     pub fn bodies(&self, config: &AlertConfig, delivery: &str) -> (String, String) {
         let mut plain = String::new();
         let mut html = html_start();
@@ -268,8 +268,11 @@ impl Digest {
         created: SystemTime,
     ) -> WebhookMessage {
         let (text, html) = self.bodies(config, "");
+        // The webhook schema names a summary of held-back alerts "suppressed", and a message
+        // that mixes kinds counts as a problem, the most urgent of them.
         let kind = match self.kind() {
             "mixed" => "problem",
+            "summary" => "suppressed",
             other => other,
         };
         WebhookMessage {
@@ -307,7 +310,7 @@ fn item_verdict(item: &Item) -> String {
     }
 }
 
-/// The body of one item: the facts of its alert under a first paragraph for its kind.
+/// Builds the body of one item: the facts of its alert under a first paragraph for its kind.
 fn item_body(config: &AlertConfig, item: &Item) -> Body {
     let mut body = Body::new(config, &item.alert);
     let service = one_line(&item.alert.service);

@@ -25,11 +25,12 @@ enum Notice {
     Queued(Queued),
     /// An incident closed and no recovery item follows: stop its reminders.
     Closed(i64),
-    /// selfheal stops: send what is being grouped now, then answer.
+    /// selfheal stops: send what is being grouped now, then reply.
     Flush(oneshot::Sender<()>),
 }
 
-/// Where the engine hands alerts to. Cheap to clone; every clone feeds the same dispatcher.
+/// Handle the engine passes alerts to. Cheap to clone, and every clone feeds the same
+/// dispatcher.
 #[derive(Clone)]
 pub struct Outbox {
     store: Arc<Store>,
@@ -63,7 +64,7 @@ impl Outbox {
         Ok(id)
     }
 
-    /// An incident closed with `resolution` ("recovered", "healed", ...). If it had been
+    /// Records that an incident closed with `resolution` ("recovered", "healed", ...). If it had been
     /// alerted and recovery mails are on, a "recovered" item is queued; in any case its
     /// reminders stop.
     pub fn incident_closed(&self, incident: i64, resolution: &str, at: SystemTime) {
@@ -106,7 +107,7 @@ impl Outbox {
     }
 }
 
-/// The latest problem alert stored for `incident`, if it was alerted.
+/// Returns the latest problem alert stored for `incident`, if it was alerted.
 fn problem_alert(store: &Store, incident: i64) -> anyhow::Result<Option<Alert>> {
     let Some(item) = store.problem_item(incident)? else {
         return Ok(None);
@@ -114,7 +115,7 @@ fn problem_alert(store: &Store, incident: i64) -> anyhow::Result<Option<Alert>> 
     Ok(Some(decode(&item, "").alert))
 }
 
-/// The incident's history as the alert lists it.
+/// Lists the incident's history as the alert shows it.
 pub fn incident_actions(store: &Store, incident: i64) -> Vec<(SystemTime, String)> {
     store
         .events(incident)
@@ -127,7 +128,7 @@ pub fn incident_actions(store: &Store, incident: i64) -> Vec<(SystemTime, String
         .unwrap_or_default()
 }
 
-/// Reads a stored item. One that cannot be read still goes out with what its row says, so an
+/// Reads a stored item. One that cannot be read still goes out with what its row contains, so an
 /// alert is never dropped for a damaged payload.
 fn decode(row: &SpoolItem, host: &str) -> Item {
     match serde_json::from_str::<Item>(&row.payload) {
@@ -253,7 +254,7 @@ impl Dispatcher {
                         self.planner.flush();
                         flushed = Some(done);
                     }
-                    // Every Outbox is gone, but this task holds one, so this does not happen
+                    // Every Outbox is gone, but this task keeps one, so this does not happen
                     // before the task is aborted.
                     None => return,
                 },
@@ -297,6 +298,7 @@ impl Dispatcher {
         if rows.is_empty() {
             return;
         }
+
         let digest = Digest {
             host: self.host.clone(),
             items: rows.iter().map(|row| decode(row, &self.host)).collect(),
@@ -312,6 +314,7 @@ impl Dispatcher {
                 return;
             }
         };
+
         let message_id = new_message_id(&self.host);
         let subject = digest.subject();
         let routes = routes(&self.config);
@@ -323,6 +326,7 @@ impl Dispatcher {
             [row] => row.verdict.clone(),
             _ => "several".to_string(),
         };
+
         let created = SystemTime::now();
         let message = NewMessage {
             kind: digest.kind(),
@@ -337,6 +341,7 @@ impl Dispatcher {
             created,
             expires: created + self.config.expire_after,
         };
+
         match self.store.spool_message(&message) {
             Ok(_) if routes.is_empty() => tracing::error!(
                 %subject,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 /// Length of the window the hourly cap counts mails in.
 pub const CAP_WINDOW: Duration = Duration::from_secs(3600);
 
-/// What an item tells the admin.
+/// Kind of news an item carries to the admin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemKind {
@@ -74,7 +74,7 @@ impl Default for Limits {
     }
 }
 
-/// An item in the spool, as the planner sees it.
+/// An item in the spool, with what the planner needs of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Queued {
     pub item: i64,
@@ -185,12 +185,12 @@ impl Planner {
         }
     }
 
-    /// An incident closed: no more reminders for it.
+    /// Stops the reminders of an incident that closed.
     pub fn closed(&mut self, incident: i64) {
         self.reminders.remove(&incident);
     }
 
-    /// What is due at `now`.
+    /// Returns the plans due at `now`.
     pub fn poll(&mut self, now: Instant) -> Vec<Plan> {
         let mut plans = Vec::new();
 
@@ -221,7 +221,7 @@ impl Planner {
                 plans.push(Plan::Suppress(items));
             }
             // A problem starts its incident's reminders, whether it went out or was held: the
-            // summary tells the admin about it either way.
+            // summary reports it either way.
             for queued in group {
                 if let (ItemKind::Problem, Some(incident)) = (queued.kind, queued.incident) {
                     self.reminders.entry(incident).or_insert(ReminderClock {
@@ -246,7 +246,7 @@ impl Planner {
         plans
     }
 
-    /// The earliest time [`Planner::poll`] has something to do, if any.
+    /// Returns the earliest time [`Planner::poll`] has something to do, if any.
     pub fn next_wake(&self) -> Option<Instant> {
         let window_end = self
             .window

@@ -25,15 +25,15 @@ use crate::store::{from_unix_ms, DueDelivery, Store};
 /// Route name of the mail ladder.
 pub const MAIL_ROUTE: &str = "mail";
 
-/// Longest sleep between two looks at the spool, so that a delivery due at a wall-clock time
+/// Maximum sleep between two looks at the spool, so that a delivery due at a wall-clock time
 /// is not missed when the clock jumps.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
-/// Longest wait before the next attempt while the local mail server is down, so the alert
+/// Maximum wait before the next attempt while the local mail server is down, so the alert
 /// goes out soon after it recovers.
 const LOCAL_RETRY: Duration = Duration::from_secs(30);
 
-/// The routes a message takes: the mail ladder when it has a channel, and each webhook that is
+/// Lists the routes a message takes: the mail ladder when it has a channel, and each webhook that is
 /// not a fallback.
 pub fn routes(config: &AlertConfig) -> Vec<String> {
     let mut routes = Vec::new();
@@ -54,7 +54,7 @@ fn webhook_route(name: &str) -> String {
     format!("webhook {name}")
 }
 
-/// The wait after failed attempt number `attempt` (from 1): `initial` doubled per earlier
+/// Returns the wait after failed attempt number `attempt` (from 1): `initial` doubled per earlier
 /// failure, at most `max`, then cut to a random point in its upper half so that many alerts
 /// failing together do not retry together.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration, random: u64) -> Duration {
@@ -88,7 +88,7 @@ pub struct LocalMta {
 }
 
 impl LocalMta {
-    /// The Postfix service of `config`, if one is watched.
+    /// Finds the watched Postfix service of `config`, if there is one.
     pub fn from_config(config: &Config) -> Option<LocalMta> {
         let service = config
             .services
@@ -111,7 +111,7 @@ impl LocalMta {
         })
     }
 
-    /// Whether `channel` hands its mail to this service.
+    /// Returns whether `channel` hands its mail to this service.
     fn serves(&self, channel: &Channel<'_>) -> bool {
         match channel {
             Channel::Relay(relay) => is_loopback(&relay.host) && self.ports.contains(&relay.port),
@@ -320,7 +320,7 @@ impl Spool {
         }
     }
 
-    /// Why `channel` is passed over now, if it is.
+    /// Returns why `channel` is passed over now, if it is.
     fn skip(&self, channel: &Channel<'_>) -> Option<String> {
         let mta = self.local_mta.as_ref()?;
         if !mta.serves(channel) {
@@ -421,6 +421,68 @@ mod tests {
         );
         config.webhooks.clear();
         assert!(routes(&config).is_empty());
+    }
+
+    fn relay(host: &str, port: u16) -> crate::config::RelayConfig {
+        crate::config::RelayConfig {
+            host: host.into(),
+            port,
+            tls: crate::config::TlsMode::None,
+            username: None,
+            password_file: None,
+            timeout: 30 * S,
+        }
+    }
+
+    #[test]
+    fn local_channels_skipped_while_postfix_is_down() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let spool = Spool::new(
+            Arc::new(AlertConfig::default()),
+            store.clone(),
+            Some(LocalMta {
+                service: "postfix".into(),
+                ports: vec![25, 587],
+            }),
+        );
+        let set_state = |state: &str| {
+            store
+                .save_service_state(&crate::store::ServiceStateRow {
+                    service: "postfix".into(),
+                    state: state.into(),
+                    since_ms: 0,
+                    checked_ms: None,
+                    last_probe: None,
+                    last_action: None,
+                    last_action_ms: None,
+                })
+                .unwrap();
+        };
+        let local = relay("127.0.0.1", 25);
+        let submission = relay("localhost", 587);
+        let sink = relay("127.0.0.1", 2525);
+        let outside = relay("smtp.example.net", 25);
+        let sendmail = std::path::PathBuf::from("/usr/sbin/sendmail");
+
+        // Nothing known about Postfix yet: nothing is skipped.
+        assert_eq!(spool.skip(&Channel::Relay(&local)), None);
+
+        set_state("needs attention");
+        let reason = spool.skip(&Channel::Relay(&local)).unwrap();
+        assert_eq!(
+            reason,
+            "postfix is not healthy (needs attention), so mail handed to it would wait in its queue"
+        );
+        assert!(spool.skip(&Channel::Relay(&submission)).is_some());
+        assert!(spool.skip(&Channel::Sendmail(&sendmail)).is_some());
+        assert_eq!(spool.skip(&Channel::Relay(&sink)), None);
+        assert_eq!(spool.skip(&Channel::Relay(&outside)), None);
+
+        for usable in ["healthy", "suspect"] {
+            set_state(usable);
+            assert_eq!(spool.skip(&Channel::Relay(&local)), None, "{usable}");
+            assert_eq!(spool.skip(&Channel::Sendmail(&sendmail)), None, "{usable}");
+        }
     }
 
     #[test]

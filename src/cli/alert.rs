@@ -9,7 +9,7 @@ use crate::store::{AlertRow, Store};
 
 use super::{time_text, EXIT_USAGE};
 
-/// Sends a test alert through each channel (or only `wanted`) and prints what each answered.
+/// Sends a test alert through each channel (or only `wanted`) and prints each reply.
 /// Exit 1 when a channel failed, 2 when `wanted` names no channel.
 pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitCode> {
     let alerts = &config.alerts;
@@ -76,7 +76,7 @@ pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `--channel` accepts for `channel`.
+/// Returns the name `--channel` accepts for `channel`.
 fn channel_key(channel: &Channel<'_>) -> String {
     match channel {
         Channel::Relay(relay) => format!("{}:{}", relay.host, relay.port),
@@ -133,7 +133,7 @@ pub fn print_undelivered(rows: &[AlertRow]) {
     }
 }
 
-/// The undelivered alerts in the state database, if it exists.
+/// Reads the undelivered alerts from the state database, if it exists.
 pub fn undelivered(config: &Config) -> Vec<AlertRow> {
     match Store::open_existing(&config.state_db()) {
         Ok(Some(store)) => store.undelivered_alerts().unwrap_or_else(|error| {

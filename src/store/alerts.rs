@@ -37,7 +37,7 @@ pub struct NewMessage<'a> {
     pub verdict: &'a str,
     /// The incident, when the message is about exactly one.
     pub incident: Option<i64>,
-    /// What the message says, as JSON; rendered anew for each attempt.
+    /// The message's content as JSON, rendered anew for each attempt.
     pub payload: &'a str,
     pub items: &'a [i64],
     /// Each route gets its own delivery: `mail`, or `webhook NAME`.
@@ -87,7 +87,7 @@ pub struct AlertRow {
     pub next_attempt_ms: Option<i64>,
 }
 
-/// What the planner needs to pick up where it stopped.
+/// Spool contents the planner needs to pick up where it stopped.
 #[derive(Debug, Clone, Default)]
 pub struct SpoolState {
     /// Items stored but not yet in a message, oldest first.
@@ -159,7 +159,7 @@ impl Store {
         Ok(items)
     }
 
-    /// The latest problem item of `incident`: the alert it was raised with.
+    /// Returns the latest problem item of `incident`: the alert it was raised with.
     pub fn problem_item(&self, incident: i64) -> anyhow::Result<Option<SpoolItem>> {
         let conn = self.conn();
         let row = conn
@@ -245,7 +245,7 @@ impl Store {
         Ok(())
     }
 
-    /// The deliveries due at `now`, oldest message first.
+    /// Returns the deliveries due at `now`, oldest message first.
     pub fn due_deliveries(&self, now: SystemTime) -> anyhow::Result<Vec<DueDelivery>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -285,7 +285,7 @@ impl Store {
 
     /// Records that an attempt starts, before any byte goes out. If selfheal dies before
     /// [`Store::delivery_sent`] or [`Store::delivery_failed`], the delivery stays marked as
-    /// in flight and the next attempt knows that the outcome is unknown.
+    /// in flight and the next attempt treats the outcome as unknown.
     pub fn delivery_started(&self, delivery: i64, at: SystemTime) -> anyhow::Result<()> {
         self.conn().execute(
             "UPDATE alert_deliveries SET attempts = attempts + 1, in_flight_ms = ?2 WHERE id = ?1",
@@ -416,7 +416,7 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// The spool's state for the planner: what was queued or held back, the messages since
+    /// Reads the spool's state for the planner: what was queued or held back, the messages since
     /// `since`, and the alerted incidents still open.
     pub fn spool_state(&self, since: SystemTime) -> anyhow::Result<SpoolState> {
         let conn = self.conn();

@@ -2298,3 +2298,109 @@ fn join_with_and_forms() {
     assert_eq!(join_with_and(&["a", "b"]), "a and b");
     assert_eq!(join_with_and(&["a", "b", "c"]), "a, b and c");
 }
+
+#[test]
+fn alert_limits_parse() {
+    let config = ok(
+        "[alerts]\nsendmail = false\ngroup_window = \"0s\"\nmax_per_hour = 3\n\
+                     reminders = [\"30min\", \"2h\"]\nreminder_repeat = false\nrecovered = false\n\
+                     retry_initial = \"10s\"\nretry_max = \"5min\"\nexpire_after = \"1d\"\n",
+    );
+    let alerts = &config.alerts;
+    assert_eq!(alerts.group_window, Duration::ZERO);
+    assert_eq!(alerts.max_per_hour, 3);
+    assert_eq!(
+        alerts.reminders,
+        vec![Duration::from_secs(1800), Duration::from_secs(7200)]
+    );
+    assert_eq!(alerts.reminder_repeat, None);
+    assert!(!alerts.recovered);
+    assert_eq!(alerts.retry_initial, Duration::from_secs(10));
+    assert_eq!(alerts.retry_max, Duration::from_secs(300));
+    assert_eq!(alerts.expire_after, Duration::from_secs(86_400));
+}
+
+#[test]
+fn alert_limit_defaults() {
+    let alerts = ok("[alerts]\nsendmail = false\n").alerts;
+    assert_eq!(alerts.group_window, Duration::from_secs(10));
+    assert_eq!(alerts.max_per_hour, 10);
+    assert_eq!(alerts.reminders.len(), 3);
+    assert_eq!(alerts.reminder_repeat, Some(Duration::from_secs(86_400)));
+    assert!(alerts.recovered);
+    assert_eq!(alerts.expire_after, Duration::from_secs(3 * 86_400));
+}
+
+#[test]
+fn reminders_off() {
+    let alerts = ok("[alerts]\nsendmail = false\nreminders = false\n").alerts;
+    assert!(alerts.reminders.is_empty());
+}
+
+#[test]
+fn reminders_must_increase() {
+    let error = single("[alerts]\nsendmail = false\nreminders = [\"6h\",\n  \"1h\"]\n");
+    assert_eq!(error.line, 4);
+    assert!(
+        error.message.contains("reminder 1h does not come after 6h"),
+        "{error}"
+    );
+}
+
+#[test]
+fn reminders_wrong_type() {
+    let error = single("[alerts]\nsendmail = false\nreminders = \"1h\"\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "alerts.reminders");
+    assert!(error.message.contains("an array of durations"), "{error}");
+}
+
+#[test]
+fn retry_max_below_initial() {
+    let error =
+        single("[alerts]\nsendmail = false\nretry_initial = \"10min\"\nretry_max = \"1min\"\n");
+    assert_eq!(error.line, 4);
+    assert_eq!(error.key, "alerts.retry_max");
+    assert!(
+        error.message.contains("shorter than retry_initial 10m"),
+        "{error}"
+    );
+}
+
+#[test]
+fn alert_limits_out_of_range() {
+    for (line, expected) in [
+        ("max_per_hour = 0", "from 1 to 1000"),
+        ("group_window = \"1h\"", "use at most 10m"),
+        ("expire_after = \"1min\"", "leaves no time for retries"),
+        ("retry_initial = \"0s\"", "greater than zero"),
+    ] {
+        let error = single(&format!("[alerts]\nsendmail = false\n{line}\n"));
+        assert_eq!(error.line, 3, "{line}");
+        assert!(error.message.contains(expected), "{line}: {error}");
+    }
+}
+
+#[test]
+fn dashboard_public_url() {
+    let config = ok("[dashboard]\npublic_url = \"https://mail.example.org/selfheal/\"\n");
+    assert_eq!(
+        config.dashboard.public_url.as_deref(),
+        Some("https://mail.example.org/selfheal/")
+    );
+    for url in [
+        "mail.example.org/selfheal",
+        "https://",
+        "https:///x",
+        "ftp://x/",
+        "https://a b/",
+    ] {
+        let error = single(&format!("[dashboard]\npublic_url = \"{url}\"\n"));
+        assert_eq!(error.line, 2, "{url}");
+        assert_eq!(error.key, "dashboard.public_url");
+        assert!(
+            error.message.contains("not an absolute http or https URL"),
+            "{error}"
+        );
+    }
+}
