@@ -10,7 +10,7 @@ mod support;
 
 use selfheal::alert::{self, Alert, SendError};
 use selfheal::config::{AlertConfig, RelayConfig, TlsMode};
-use support::sink::{free_port, parse_message, self_signed_cert, Sink};
+use support::sink::{free_port, parse_message, private_ca_cert, self_signed_cert, Sink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -82,7 +82,7 @@ async fn data_stalling_relay() -> Mock {
     Mock { port, task }
 }
 
-/// Returns a loopback port that had a listener a moment ago and now has none.
+/// Builds a relay on 127.0.0.1:`port` without TLS.
 fn relay(port: u16, timeout: Duration) -> RelayConfig {
     RelayConfig {
         host: "127.0.0.1".into(),
@@ -91,6 +91,7 @@ fn relay(port: u16, timeout: Duration) -> RelayConfig {
         username: None,
         password_file: None,
         timeout,
+        ca_file: None,
     }
 }
 
@@ -537,6 +538,99 @@ async fn starttls_self_signed_rejected() {
         assert!(text.contains("UnknownIssuer"), "{text}");
         assert!(text.contains("not trusted"), "{text}");
         assert!(sink.messages().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn starttls_with_private_ca_and_login() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = private_ca_cert(dir.path());
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let cert = cert.to_str().unwrap();
+        let key = key.to_str().unwrap();
+        let sink = Sink::start_with(&[
+            "--starttls",
+            cert,
+            key,
+            "--auth-user",
+            "alerts",
+            "--auth-password-file",
+            password.to_str().unwrap(),
+        ])
+        .await;
+        let mut relay = sink.relay();
+        relay.tls = TlsMode::Starttls;
+        relay.ca_file = Some(ca);
+        relay.username = Some("alerts".into());
+        relay.password_file = Some(password.clone());
+        let config = config(vec![relay.clone()], None);
+        let (message, id) = sample_message(&config);
+
+        let delivery = alert::send(&config, &message).await.unwrap();
+
+        assert!(delivery.reply.starts_with("250"), "{delivery:?}");
+        let stored = sink.messages();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            parse_message(&stored[0]).header("Message-ID"),
+            [id.as_str()]
+        );
+
+        // The same relay with a wrong password: a clear error, nothing stored.
+        std::fs::write(&password, "wrong\n").unwrap();
+        let error = alert::send(&config, &message).await.unwrap_err();
+        let text = attempt_error(&error, &format!("relay 127.0.0.1:{} (starttls)", sink.port));
+        assert!(text.contains("authentication failed"), "{text}");
+        assert_eq!(sink.messages().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn implicit_tls_with_private_ca() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = private_ca_cert(dir.path());
+        let sink = Sink::start_with_tls("--implicit-tls", &cert, &key).await;
+        let mut relay = sink.relay();
+        relay.tls = TlsMode::Tls;
+        relay.ca_file = Some(ca);
+        let config = config(vec![relay], None);
+        let (message, _) = sample_message(&config);
+
+        let delivery = alert::send(&config, &message).await.unwrap();
+
+        assert_eq!(
+            delivery.channel,
+            format!("relay 127.0.0.1:{} (tls)", sink.port)
+        );
+        assert_eq!(sink.messages().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ca_file_without_certificate() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, cert, key) = private_ca_cert(dir.path());
+        let sink = Sink::start_with_tls("--starttls", &cert, &key).await;
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let mut relay = sink.relay();
+        relay.tls = TlsMode::Starttls;
+        relay.ca_file = Some(empty.clone());
+        let config = config(vec![relay], None);
+        let (message, _) = sample_message(&config);
+
+        let error = alert::send(&config, &message).await.unwrap_err();
+
+        let text = attempt_error(&error, &format!("relay 127.0.0.1:{} (starttls)", sink.port));
+        assert!(text.contains(&empty.display().to_string()), "{text}");
+        assert!(text.contains("contains no PEM certificate"), "{text}");
     })
     .await;
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -64,15 +65,22 @@ async fn transport(relay: &RelayConfig) -> Result<AsyncSmtpTransport<Tokio1Execu
         )
     };
 
-    // `relay` and `starttls_relay` verify the certificate against the system CA store
-    // because lettre is built with the rustls-native-certs feature.
-    let builder = match relay.tls {
-        TlsMode::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&relay.host).map_err(tls_setup_failed)?
+    // The certificate is checked against the system CA store, because lettre is built with
+    // the rustls-native-certs feature, and against the relay's own CA file when it has one.
+    let parameters = |relay: &RelayConfig| -> Result<TlsParameters, String> {
+        let mut builder = TlsParameters::builder(relay.host.clone());
+        if let Some(path) = &relay.ca_file {
+            for certificate in read_ca_file(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
         }
-        TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&relay.host)
-            .map_err(tls_setup_failed)?,
-        TlsMode::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&relay.host),
+        builder.build().map_err(tls_setup_failed)
+    };
+    let plain = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&relay.host);
+    let builder = match relay.tls {
+        TlsMode::Tls => plain.tls(Tls::Wrapper(parameters(relay)?)),
+        TlsMode::Starttls => plain.tls(Tls::Required(parameters(relay)?)),
+        TlsMode::None => plain,
     };
     let mut builder = builder.port(relay.port).timeout(Some(relay.timeout));
 
@@ -99,6 +107,38 @@ async fn credentials(relay: &RelayConfig) -> Result<Option<Credentials>, String>
             path.display()
         )),
     }
+}
+
+/// Reads every certificate of a PEM file. Read on every send, like the password, so a renewed
+/// CA certificate applies without a restart.
+fn read_ca_file(path: &Path) -> Result<Vec<Certificate>, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!(
+            "reading CA file {} failed: {error}; make it readable by selfheal",
+            path.display()
+        )
+    })?;
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certificates = Vec::new();
+    for block in text
+        .split_inclusive(END)
+        .filter(|block| block.contains(END))
+    {
+        let certificate = Certificate::from_pem(block.trim_start().as_bytes()).map_err(|error| {
+            format!(
+                "CA file {} contains a certificate that cannot be read: {error}; write it in PEM form",
+                path.display()
+            )
+        })?;
+        certificates.push(certificate);
+    }
+    if certificates.is_empty() {
+        return Err(format!(
+            "CA file {} contains no PEM certificate; write the CA certificate in PEM form",
+            path.display()
+        ));
+    }
+    Ok(certificates)
 }
 
 /// Reads the first line of `path`, without its line ending, as the password.
@@ -200,6 +240,7 @@ mod tests {
             tls,
             username: None,
             password_file: None,
+            ca_file: None,
             timeout: Duration::from_secs(5),
         }
     }

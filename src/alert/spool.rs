@@ -430,6 +430,7 @@ mod tests {
             tls: crate::config::TlsMode::None,
             username: None,
             password_file: None,
+            ca_file: None,
             timeout: 30 * S,
         }
     }

@@ -302,6 +302,9 @@ pub struct RelayConfig {
     pub username: Option<String>,
     /// File whose content is the SMTP AUTH password, checked readable at load time.
     pub password_file: Option<PathBuf>,
+    /// PEM file with the certificates of a private CA that signed the relay's certificate
+    /// (`ca_file`), trusted in addition to the system CA store.
+    pub ca_file: Option<PathBuf>,
     /// Time allowed for the connection and for the whole delivery attempt through this relay
     /// (default 30 s).
     pub timeout: Duration,

@@ -97,6 +97,7 @@ impl Sink {
             tls: TlsMode::None,
             username: None,
             password_file: None,
+            ca_file: None,
             timeout: Duration::from_secs(10),
         }
     }
@@ -193,6 +194,34 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
         String::from_utf8_lossy(&output.stderr)
     );
     (cert, key)
+}
+
+/// Writes a private CA and a certificate it signed for 127.0.0.1 and its key into `dir`, as
+/// PEM files: (CA certificate, server certificate, server key). No system CA trusts it, so a
+/// client must be given the CA certificate.
+pub fn private_ca_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "selfheal test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, server_cert.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -52,6 +52,7 @@ const RELAY_KEYS: Keys = &[
         r#"password_file = "/etc/selfheal/relay-password""#,
     ),
     ("timeout", r#"timeout = "30s""#),
+    ("ca_file", r#"ca_file = "/etc/selfheal/relay-ca.pem""#),
 ];
 
 /// Upper bound of `journal_lines`. At about 100 bytes per journal line, it keeps the journal
@@ -262,6 +263,35 @@ impl Checker<'_> {
         }
     }
 
+    /// Checks that `path` is a readable file with at least one PEM certificate.
+    fn check_ca_file(&mut self, field: &Field<'_>, path: &std::path::Path) -> bool {
+        match fs::read_to_string(path) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => true,
+            Ok(_) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "{} contains no PEM certificate; point ca_file at the CA certificate in \
+                         PEM form (it starts with -----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ),
+                );
+                false
+            }
+            Err(error) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "cannot read CA file {}: {error}; make it readable by the user selfheal \
+                         runs as",
+                        path.display()
+                    ),
+                );
+                false
+            }
+        }
+    }
+
     /// Reads `reminders`: false, or an array of increasing durations.
     fn reminders(&mut self, field: &Field<'_>) -> Option<Vec<Duration>> {
         if field.node.value().and_then(Value::as_bool) == Some(false) {
@@ -391,6 +421,8 @@ impl Checker<'_> {
         let mut password_line = None;
         let mut password_file = None;
         let mut timeout = None;
+        let mut ca_line = None;
+        let mut ca_file = None;
         for entry in self.fields(table, &field.path, field.line, &[RELAY_KEYS]) {
             match entry.name {
                 "host" => {
@@ -415,6 +447,12 @@ impl Checker<'_> {
                     }
                 }
                 "timeout" => timeout = self.duration(&entry, false),
+                "ca_file" => {
+                    ca_line = Some(entry.line);
+                    ca_file = self
+                        .absolute_path(&entry)
+                        .filter(|path| self.check_ca_file(&entry, path));
+                }
                 _ => self.unknown_key(&entry, &[RELAY_KEYS]),
             }
         }
@@ -452,6 +490,16 @@ impl Checker<'_> {
             );
         }
 
+        if let (TlsMode::None, Some(line)) = (tls, ca_line) {
+            self.warn(
+                line,
+                &join_key(&field.path, "ca_file"),
+                "ca_file has no effect with tls = \"none\", which never checks a certificate"
+                    .to_string(),
+                example_of(RELAY_KEYS, "tls"),
+            );
+        }
+
         let default_port = match tls {
             TlsMode::Tls => 465,
             TlsMode::Starttls => 587,
@@ -464,6 +512,7 @@ impl Checker<'_> {
             username,
             password_file,
             timeout: timeout.unwrap_or(DEFAULT_RELAY_TIMEOUT),
+            ca_file,
         })
     }
 

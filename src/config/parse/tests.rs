@@ -2404,3 +2404,65 @@ fn dashboard_public_url() {
         );
     }
 }
+
+#[test]
+fn relay_ca_file() {
+    let dir = tempdir();
+    let ca = write_file(
+        dir.path(),
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        0o644,
+    );
+    let text = format!(
+        "[alerts]\nsendmail = false\n[[alerts.relay]]\nhost = \"h\"\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    assert_eq!(
+        ok(&text).alerts.relays[0].ca_file.as_deref(),
+        Some(ca.as_path())
+    );
+
+    let key = write_file(
+        dir.path(),
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\n",
+        0o600,
+    );
+    let error = single(&text.replace(&ca.display().to_string(), &key.display().to_string()));
+    assert_eq!(error.line, 5);
+    assert_eq!(error.key, "alerts.relay[0].ca_file");
+    assert!(
+        error.message.contains("contains no PEM certificate"),
+        "{error}"
+    );
+
+    let missing = dir.path().join("missing.pem");
+    let error = single(&text.replace(&ca.display().to_string(), &missing.display().to_string()));
+    assert!(error.message.contains("cannot read CA file"), "{error}");
+}
+
+#[test]
+fn relay_ca_file_without_tls_warns() {
+    let dir = tempdir();
+    let ca = write_file(
+        dir.path(),
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        0o644,
+    );
+    let config = ok(&format!(
+        "[alerts]\nsendmail = false\n[[alerts.relay]]\nhost = \"h\"\ntls = \"none\"\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    let warning = config
+        .warnings
+        .iter()
+        .find(|warning| warning.key == "alerts.relay[0].ca_file")
+        .expect("a ca_file warning");
+    assert_eq!(warning.line, 6);
+    assert!(
+        warning.message.contains("no effect with tls = \"none\""),
+        "{warning}"
+    );
+}
