@@ -169,13 +169,7 @@ pub fn start(
     dashboard_url: Option<String>,
     waker: SpoolWaker,
 ) -> anyhow::Result<(Outbox, JoinHandle<()>)> {
-    let limits = Limits {
-        group_window: config.group_window,
-        max_per_hour: config.max_per_hour,
-        reminders: config.reminders.clone(),
-        reminder_repeat: config.reminder_repeat,
-    };
-    let mut planner = Planner::new(limits);
+    let mut planner = Planner::new(Limits::from(config.as_ref()));
     let now = Instant::now();
     let wall = SystemTime::now();
     let state = store.spool_state(wall - CAP_WINDOW)?;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::config::AlertConfig;
+
 /// Length of the window the hourly cap counts mails in.
 pub const CAP_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -59,18 +61,20 @@ pub struct Limits {
     pub reminder_repeat: Option<Duration>,
 }
 
+impl From<&AlertConfig> for Limits {
+    fn from(config: &AlertConfig) -> Limits {
+        Limits {
+            group_window: config.group_window,
+            max_per_hour: config.max_per_hour,
+            reminders: config.reminders.clone(),
+            reminder_repeat: config.reminder_repeat,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            group_window: Duration::from_secs(10),
-            max_per_hour: 10,
-            reminders: vec![
-                Duration::from_secs(3600),
-                Duration::from_secs(6 * 3600),
-                Duration::from_secs(24 * 3600),
-            ],
-            reminder_repeat: Some(Duration::from_secs(24 * 3600)),
-        }
+        Limits::from(&AlertConfig::default())
     }
 }
 

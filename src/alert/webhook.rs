@@ -68,16 +68,7 @@ const OUTER_TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
 /// Names the webhook as logs show it: `webhook NAME (KIND)`.
 pub(super) fn channel_name(hook: &WebhookConfig) -> String {
-    format!("webhook {} ({})", hook.name, kind_name(hook.kind))
-}
-
-fn kind_name(kind: WebhookKind) -> &'static str {
-    match kind {
-        WebhookKind::Json => "json",
-        WebhookKind::Ntfy => "ntfy",
-        WebhookKind::Slack => "slack",
-        WebhookKind::Matrix => "matrix",
-    }
+    format!("webhook {} ({})", hook.name, hook.kind.as_str())
 }
 
 /// Posts `message` to `hook` and returns the reply's status line, such as `HTTP 200 OK`,
@@ -244,7 +235,7 @@ fn outcome(
         _ => format!(
             "the endpoint rejected the request; check that kind = \"{}\" matches the \
              service at url",
-            kind_name(hook.kind)
+            hook.kind.as_str()
         ),
     };
     Err(format!("{summary}; {hint}"))

@@ -331,6 +331,18 @@ pub enum WebhookKind {
     Matrix,
 }
 
+impl WebhookKind {
+    /// Returns the name the config uses for this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::Json => "json",
+            WebhookKind::Ntfy => "ntfy",
+            WebhookKind::Slack => "slack",
+            WebhookKind::Matrix => "matrix",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookConfig {
     /// Name used in logs and by `selfheal alert test --channel NAME`; unique among channels.

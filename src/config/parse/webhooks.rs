@@ -196,7 +196,7 @@ impl Checker<'_> {
                         format!(
                             "`room` is only used by kind = \"matrix\", but this webhook has \
                              kind = \"{}\"; remove it",
-                            kind_name(other)
+                            other.as_str()
                         ),
                         "",
                     );
@@ -382,15 +382,6 @@ fn is_room_id(room: &str) -> bool {
         && rest
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn kind_name(kind: WebhookKind) -> &'static str {
-    match kind {
-        WebhookKind::Json => "json",
-        WebhookKind::Ntfy => "ntfy",
-        WebhookKind::Slack => "slack",
-        WebhookKind::Matrix => "matrix",
-    }
 }
 
 /// Returns whether the URL's host is this machine: `localhost`, a name under `.localhost` (RFC 6761
