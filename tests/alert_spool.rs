@@ -606,3 +606,35 @@ async fn fallback_webhook_when_relay_down() {
     assert_eq!(row.channel.as_deref(), Some("webhook phone (ntfy)"));
     assert_eq!(row.attempts, 1, "the relay failed within the same attempt");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_sends_the_waiting_group_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(
+        dir.path(),
+        &["filter"],
+        &plain_relay(sink.port),
+        r#"group_window = "5min""#,
+    );
+    let mut daemon = Daemon::start(dir.path(), &text);
+
+    wait_for(
+        &daemon,
+        "the alert in the spool",
+        Duration::from_secs(60),
+        || {
+            daemon.state_db().exists()
+                && daemon
+                    .store()
+                    .incidents(true, 10)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|incident| incident.alert_status == "queued")
+        },
+    );
+    // SIGTERM does not wait for the grouping window: the alert goes out before the exit.
+    daemon.stop();
+    assert_eq!(received_ids(&sink).len(), 1);
+    assert_eq!(alerts(&daemon)[0].status, "sent");
+}

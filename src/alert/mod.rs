@@ -289,7 +289,11 @@ impl Alerting {
             let waiting = self
                 .store
                 .due_deliveries(SystemTime::now())
-                .map(|due| due.iter().any(|delivery| delivery.attempts == 0))
+                // Not tried yet, or an attempt is running right now.
+                .map(|due| {
+                    due.iter()
+                        .any(|delivery| delivery.attempts == 0 || delivery.outcome_unknown)
+                })
                 .unwrap_or(false);
             if !waiting || tokio::time::Instant::now() >= deadline {
                 if waiting {
