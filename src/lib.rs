@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod diagnose;
 pub mod engine;
 pub mod manager;
 pub mod policy;

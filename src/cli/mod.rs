@@ -5,7 +5,7 @@ mod alert;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio::sync::oneshot;
@@ -16,7 +16,7 @@ use crate::control::{self, ControlRequest, ControlResponse};
 use crate::engine::{self, AlertSender, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::manager::Managers;
 use crate::policy::Health;
-use crate::store::{from_unix_ms, Store};
+use crate::store::Store;
 
 /// Exit status for usage and config errors.
 const EXIT_USAGE: u8 = 2;
@@ -553,9 +553,5 @@ fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::R
 
 /// UTC time to the second, "-" for none.
 fn time_text(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".to_string();
-    }
-    let time: SystemTime = from_unix_ms(ms);
-    humantime::format_rfc3339_seconds(time).to_string()
+    crate::store::format_ms(ms)
 }

@@ -127,6 +127,8 @@ pub struct ServiceConfig {
     pub restart_timeout: Duration,
     /// Verify window, restart budget and probe retries.
     pub recovery: Recovery,
+    /// Command that checks the service's config (`config_test`); `None` uses the preset's.
+    pub config_test: Option<Vec<String>>,
 }
 
 impl ServiceConfig {
@@ -145,6 +147,7 @@ impl ServiceConfig {
             probe_timeout: timing.probe_timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT),
             restart_timeout: timing.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
             recovery: timing.recovery(),
+            config_test: None,
         }
     }
 }

@@ -363,6 +363,7 @@ mod tests {
             probe_timeout: Duration::from_secs(5),
             restart_timeout: Duration::from_secs(30),
             recovery: Recovery::default(),
+            config_test: None,
         };
         let store = Arc::new(Store::open_in_memory().unwrap());
         let (outbox, alert_task) = crate::alert::dispatch::start(

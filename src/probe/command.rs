@@ -50,7 +50,7 @@ pub(super) async fn check(context: &Context<'_>, argv: &[String]) -> Result<Pass
 }
 
 /// A program that exited, with the last `OUTPUT_KEEP_BYTES` of each output stream.
-pub(super) struct Finished {
+pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -59,7 +59,7 @@ pub(super) struct Finished {
 /// Runs `program` with `args` and no standard input until it exits or `limit` passes. On
 /// timeout, kills the program's process group and returns `TimedOut` at `step_name`. A
 /// program that cannot be started is `Failed`, naming it.
-pub(super) async fn run_program<S: AsRef<OsStr>>(
+pub(crate) async fn run_program<S: AsRef<OsStr>>(
     program: &Path,
     args: &[S],
     step_name: &str,
@@ -158,7 +158,7 @@ pub(super) fn last_line(output: &[u8]) -> Option<String> {
 }
 
 /// Describes an exit status: "exited with status N" or "was killed by signal N".
-pub(super) fn describe_status(status: ExitStatus) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),

@@ -5,7 +5,7 @@
 //! so that "refused", "timed out at greeting" and "bad reply" read differently in `selfheal
 //! check`, the logs and the alert. One module per protocol.
 
-mod command;
+pub(crate) mod command;
 mod connect;
 mod dns;
 mod fail2ban;

@@ -135,6 +135,14 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// Formats Unix milliseconds as RFC 3339 in UTC to the second, or `-` for 0 and earlier.
+pub fn format_ms(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".to_string();
+    }
+    humantime::format_rfc3339_seconds(from_unix_ms(ms)).to_string()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentRow {
     pub id: i64,

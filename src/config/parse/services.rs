@@ -43,6 +43,10 @@ pub(super) const SERVICE_KEYS: Keys = &[
     ),
     ("pidfile", r#"pidfile = "/run/ai-filter.pid""#),
     ("process", r#"process = "ai-filter""#),
+    (
+        "config_test",
+        r#"config_test = ["/usr/sbin/ai-filter", "--check-config"]"#,
+    ),
 ];
 
 /// Service keys that make a service managed by commands instead of a systemd unit.
@@ -95,6 +99,7 @@ struct ServiceKeys {
     restart: Option<Vec<String>>,
     pidfile: Option<PathBuf>,
     process: Option<String>,
+    config_test: Option<Vec<String>>,
 }
 
 impl ServiceKeys {
@@ -241,6 +246,7 @@ impl Checker<'_> {
             probe_timeout: timing.probe_timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT),
             restart_timeout: timing.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
             recovery: timing.recovery(),
+            config_test: keys.config_test.clone(),
         };
         Some((service, keys.enabled.unwrap_or(true)))
     }
@@ -284,6 +290,7 @@ impl Checker<'_> {
                 "restart" => keys.restart = self.command(&entry),
                 "pidfile" => keys.pidfile = self.absolute_path(&entry),
                 "process" => keys.process = self.process_name(&entry),
+                "config_test" => keys.config_test = self.command(&entry),
                 _ => {
                     if !self.timing_key(&entry, &mut keys.timing) {
                         self.unknown_key(&entry, &[SERVICE_KEYS, TIMING_KEYS]);

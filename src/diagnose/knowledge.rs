@@ -1,0 +1,201 @@
+//! What selfheal knows about each covered service for a diagnosis: its config test, the
+//! directories it must write to, and the covered services it needs.
+
+use std::path::Path;
+
+use super::{Cause, Finding};
+use crate::config::ServiceConfig;
+use crate::store::ServiceStateRow;
+
+/// The config test commands of a preset, each run without a shell. A failing command means
+/// the config is broken. Postfix needs two: `postfix check` finds problems of files and
+/// permissions, while only `postconf` prints the broken line of `main.cf`.
+pub fn config_tests(preset: &str) -> &'static [&'static [&'static str]] {
+    match preset {
+        "postfix" => &[&["postconf", "-n"], &["postfix", "check"]],
+        "dovecot" => &[&["doveconf", "-n"]],
+        "opendkim" => &[&["opendkim", "-n"]],
+        "mariadb" => &[&["mariadbd", "--help", "--verbose"]],
+        "spamd" => &[&["spamassassin", "--lint"]],
+        "nginx" => &[&["nginx", "-t"]],
+        "apache" => &[&["apachectl", "configtest"]],
+        "unbound" => &[&["unbound-checkconf"]],
+        "rsyslog" => &[&["rsyslogd", "-N1"]],
+        "fail2ban" => &[&["fail2ban-client", "-t"]],
+        _ => &[],
+    }
+}
+
+/// Directories a preset writes to: its queue, data and logs, and the temporary directory.
+/// A full filesystem under any of them stops the service.
+pub fn data_paths(preset: &str) -> &'static [&'static str] {
+    match preset {
+        "postfix" => &["/var/spool/postfix", "/var/lib/postfix", "/var/log"],
+        "dovecot" => &["/var/mail", "/var/lib/dovecot", "/var/log"],
+        "opendkim" => &["/run/opendkim", "/var/log"],
+        "mariadb" => &["/var/lib/mysql", "/tmp", "/var/log"],
+        "spamd" => &["/var/lib/spamassassin", "/tmp", "/var/log"],
+        "spamass-milter" => &["/var/spool/postfix", "/var/log"],
+        "nginx" => &["/var/lib/nginx", "/var/log/nginx"],
+        "apache" => &["/var/lib/apache2", "/var/log/apache2"],
+        "unbound" => &["/var/lib/unbound"],
+        "rsyslog" => &["/var/log", "/var/spool/rsyslog"],
+        "fail2ban" => &["/var/lib/fail2ban", "/var/log"],
+        _ => &["/var/log", "/tmp"],
+    }
+}
+
+/// Covered services a preset cannot work without, each with why.
+fn needs(preset: &str) -> Vec<(&'static str, &'static str)> {
+    let mut needs = match preset {
+        "spamass-milter" => vec![("spamd", "spamass-milter hands every message to spamd")],
+        _ => Vec::new(),
+    };
+    if preset == "postfix" && postfix_uses_mysql(Path::new("/etc/postfix/main.cf")) {
+        needs.push(("mariadb", "main.cf has mysql: lookup tables"));
+    }
+    if preset != "unbound" && resolves_locally(Path::new("/etc/resolv.conf")) {
+        needs.push((
+            "unbound",
+            "/etc/resolv.conf sends every DNS lookup to this host",
+        ));
+    }
+    needs
+}
+
+fn postfix_uses_mysql(main_cf: &Path) -> bool {
+    std::fs::read_to_string(main_cf).is_ok_and(|text| {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .any(|line| line.contains("mysql:"))
+    })
+}
+
+/// Whether the first nameserver of resolv.conf is this host.
+fn resolves_locally(resolv_conf: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(resolv_conf) else {
+        return false;
+    };
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .next()
+        .is_some_and(|server| server.starts_with("127.") || server == "::1")
+}
+
+/// Findings for the covered services `service` needs that are not healthy now.
+pub fn dependencies_down(
+    service: &ServiceConfig,
+    preset: &str,
+    states: &[ServiceStateRow],
+) -> Vec<Finding> {
+    needs(preset)
+        .into_iter()
+        .filter_map(|(needed, why)| {
+            let state = states
+                .iter()
+                .find(|row| row.service == needed && row.service != service.name)?;
+            if matches!(state.state.as_str(), "healthy" | "suspect") {
+                return None;
+            }
+            Some(
+                Finding::new(
+                    Cause::DependencyDown,
+                    format!(
+                        "dependency down: {} is not healthy ({}); {why}",
+                        state.service, state.state
+                    ),
+                    format!(
+                        "fix {} first (`selfheal status` shows its incident); {} follows once it is back",
+                        state.service, service.name
+                    ),
+                )
+                .with_evidence([format!(
+                    "{}: {} since {}",
+                    state.service,
+                    state.state,
+                    crate::store::format_ms(state.since_ms)
+                )]),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_has_paths() {
+        for preset in crate::config::presets::presets() {
+            assert!(!data_paths(preset.name).is_empty(), "{}", preset.name);
+        }
+    }
+
+    #[test]
+    fn local_resolver() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        for (text, local) in [
+            ("nameserver 127.0.0.1\n", true),
+            ("# comment\nnameserver ::1\n", true),
+            ("nameserver 192.0.2.53\nnameserver 127.0.0.1\n", false),
+            ("search example.org\n", false),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(resolves_locally(&path), local, "{text}");
+        }
+    }
+
+    #[test]
+    fn postfix_mysql_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("main.cf");
+        std::fs::write(
+            &path,
+            "virtual_mailbox_maps = mysql:/etc/postfix/vmail.cf\n",
+        )
+        .unwrap();
+        assert!(postfix_uses_mysql(&path));
+        std::fs::write(&path, "# virtual_mailbox_maps = mysql:/x\n").unwrap();
+        assert!(!postfix_uses_mysql(&path));
+    }
+
+    #[test]
+    fn milter_needs_spamd() {
+        let service = ServiceConfig::from_preset(
+            crate::config::presets::preset("spamass-milter").unwrap(),
+            "spamass-milter",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        );
+        let row = |name: &str, state: &str| ServiceStateRow {
+            service: name.into(),
+            state: state.into(),
+            since_ms: 1_700_000_000_000,
+            checked_ms: None,
+            last_probe: None,
+            last_action: None,
+            last_action_ms: None,
+        };
+        let down = dependencies_down(
+            &service,
+            "spamass-milter",
+            &[
+                row("spamd", "needs attention"),
+                row("spamass-milter", "down"),
+            ],
+        );
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert_eq!(down[0].cause, Cause::DependencyDown);
+        assert!(
+            down[0]
+                .summary
+                .starts_with("dependency down: spamd is not healthy (needs attention)"),
+            "{}",
+            down[0].summary
+        );
+        let fine = dependencies_down(&service, "spamass-milter", &[row("spamd", "healthy")]);
+        assert!(fine.is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! Diagnosis: why a service could not be healed, with the evidence and the admin's next step.
+//!
+//! Each source of evidence has its own module: the service's own config test
+//! ([`config_test`]), free space and inodes ([`disk`]), who holds a port ([`ports`]), known
+//! messages in the unit's journal ([`journal`]), and the other covered services it depends on
+//! ([`knowledge`]). [`diagnose`] runs them all; each finding is a typed cause. A finding that
+//! `blocks_restart` names a condition a restart cannot fix, such as a config error or a full
+//! disk.
+
+pub mod config_test;
+pub mod disk;
+pub mod journal;
+pub mod knowledge;
+pub mod ports;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ServiceConfig;
+use crate::manager::UnitStatus;
+use crate::store::ServiceStateRow;
+
+/// Maximum evidence lines kept per finding.
+pub const MAX_EVIDENCE_LINES: usize = 8;
+
+/// Maximum length of one evidence line in characters.
+const MAX_EVIDENCE_CHARS: usize = 300;
+
+/// What went wrong, as a type the policy, the alert and the dashboard can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The service's own config test fails, or its log reports a config error.
+    ConfigError,
+    /// A filesystem the service writes to has no space or no inodes left.
+    DiskFull,
+    /// Another program holds a port the service must listen on.
+    PortConflict,
+    /// A database table or lookup table is damaged.
+    CorruptData,
+    /// A covered service this one needs is down.
+    DependencyDown,
+    /// The kernel's OOM killer ended the service.
+    OutOfMemory,
+    /// The program to start is missing.
+    MissingProgram,
+    /// The user the service runs as is missing.
+    MissingUser,
+    /// The service cannot create its socket or file: a directory is missing or not writable.
+    SocketPath,
+    /// The unit failed and nothing more specific was found.
+    Exited,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::ConfigError => "config error",
+            Cause::DiskFull => "disk full",
+            Cause::PortConflict => "port conflict",
+            Cause::CorruptData => "corrupted data",
+            Cause::DependencyDown => "dependency down",
+            Cause::OutOfMemory => "out of memory",
+            Cause::MissingProgram => "missing program",
+            Cause::MissingUser => "missing user",
+            Cause::SocketPath => "socket path",
+            Cause::Exited => "exited",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One cause found, with what proves it and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub cause: Cause,
+    /// One line for the subject and the status table, such as
+    /// "config error: /etc/postfix/main.cf line 50: missing '=' after attribute name".
+    pub summary: String,
+    /// The lines that prove it, trimmed, at most [`MAX_EVIDENCE_LINES`].
+    pub evidence: Vec<String>,
+    /// What the admin should do next.
+    pub next_step: String,
+    /// A restart cannot help until the admin acts.
+    pub blocks_restart: bool,
+}
+
+impl Finding {
+    pub fn new(cause: Cause, summary: impl Into<String>, next_step: impl Into<String>) -> Finding {
+        Finding {
+            cause,
+            summary: summary.into(),
+            evidence: Vec::new(),
+            next_step: next_step.into(),
+            blocks_restart: false,
+        }
+    }
+
+    pub fn with_evidence<S: AsRef<str>>(mut self, lines: impl IntoIterator<Item = S>) -> Finding {
+        for line in lines {
+            if self.evidence.len() >= MAX_EVIDENCE_LINES {
+                break;
+            }
+            let line = clean_line(line.as_ref());
+            if !line.is_empty() && !self.evidence.contains(&line) {
+                self.evidence.push(line);
+            }
+        }
+        self
+    }
+
+    pub fn blocking(mut self) -> Finding {
+        self.blocks_restart = true;
+        self
+    }
+}
+
+/// Makes one line of evidence printable and bounded: control characters become spaces and a
+/// long line is cut.
+pub fn clean_line(line: &str) -> String {
+    let cleaned: String = line
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cleaned.chars().count() > MAX_EVIDENCE_CHARS {
+        let mut cut: String = cleaned.chars().take(MAX_EVIDENCE_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        cleaned
+    }
+}
+
+/// What the diagnosis looks at, gathered by the caller.
+pub struct Evidence<'a> {
+    pub service: &'a ServiceConfig,
+    /// The unit's state, when the service has a unit and it could be read.
+    pub unit: Option<&'a UnitStatus>,
+    /// The unit's last journal lines, oldest first.
+    pub journal: &'a [String],
+    /// The last known state of every watched service.
+    pub states: &'a [ServiceStateRow],
+    /// The service's systemd unit, such as `dovecot.service`, to tell its own processes from
+    /// others by their cgroup; `None` for a service managed by commands.
+    pub unit_name: Option<String>,
+}
+
+/// Runs every check that applies to the service and returns the findings, the most specific
+/// first. Takes at most the config test's timeout plus a moment for the file reads.
+pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
+    let service = evidence.service;
+    let preset = service.preset.as_deref().unwrap_or("");
+    let mut findings = Vec::new();
+
+    findings.extend(disk::check_service(service));
+    if let Some(finding) = config_test::run(service).await {
+        findings.push(finding);
+    }
+    let scanned = journal::scan(evidence.journal);
+    findings.extend(ports::explain(
+        service,
+        &scanned.ports_in_use,
+        evidence.unit_name.as_deref(),
+    ));
+    findings.extend(scanned.findings);
+    findings.extend(knowledge::dependencies_down(
+        service,
+        preset,
+        evidence.states,
+    ));
+    if let Some(unit) = evidence.unit {
+        findings.extend(journal::from_unit(unit, evidence.journal));
+    }
+
+    dedupe(&mut findings);
+    findings.sort_by_key(|finding| rank(finding.cause));
+    if findings
+        .iter()
+        .any(|finding| finding.cause != Cause::Exited)
+    {
+        findings.retain(|finding| finding.cause != Cause::Exited);
+    }
+    findings
+}
+
+/// Keeps the first finding of each cause, except causes that can come more than once (two
+/// full filesystems, two held ports).
+fn dedupe(findings: &mut Vec<Finding>) {
+    let mut seen: Vec<(Cause, String)> = Vec::new();
+    findings.retain(|finding| {
+        let key = match finding.cause {
+            Cause::DiskFull | Cause::PortConflict | Cause::DependencyDown | Cause::CorruptData => {
+                (finding.cause, finding.summary.clone())
+            }
+            other => (other, String::new()),
+        };
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+}
+
+/// Order of findings: what blocks a restart and what the admin must fix first comes first.
+fn rank(cause: Cause) -> u8 {
+    match cause {
+        Cause::DiskFull => 0,
+        Cause::ConfigError => 1,
+        Cause::PortConflict => 2,
+        Cause::CorruptData => 3,
+        Cause::SocketPath => 4,
+        Cause::MissingProgram => 5,
+        Cause::MissingUser => 6,
+        Cause::OutOfMemory => 7,
+        Cause::DependencyDown => 8,
+        Cause::Exited => 9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_bounded_and_clean() {
+        let finding = Finding::new(Cause::Exited, "x", "y")
+            .with_evidence(std::iter::repeat_n("line\u{1b}[31m", 3).chain(["a"; 20]));
+        assert_eq!(finding.evidence[0], "line [31m");
+        assert_eq!(finding.evidence.len(), 2, "duplicates are dropped");
+        let long = "x".repeat(1000);
+        let finding = Finding::new(Cause::Exited, "x", "y").with_evidence([long.as_str()]);
+        assert_eq!(finding.evidence[0].chars().count(), MAX_EVIDENCE_CHARS);
+    }
+
+    #[test]
+    fn findings_rank_and_dedupe() {
+        let mut findings = vec![
+            Finding::new(Cause::Exited, "unit failed", ""),
+            Finding::new(Cause::ConfigError, "a", ""),
+            Finding::new(Cause::ConfigError, "b", ""),
+            Finding::new(Cause::DiskFull, "disk full on /var", ""),
+            Finding::new(Cause::DiskFull, "disk full on /tmp", ""),
+        ];
+        dedupe(&mut findings);
+        findings.sort_by_key(|finding| rank(finding.cause));
+        let summaries: Vec<&str> = findings.iter().map(|f| f.summary.as_str()).collect();
+        assert_eq!(
+            summaries,
+            vec!["disk full on /var", "disk full on /tmp", "a", "unit failed"]
+        );
+    }
+}

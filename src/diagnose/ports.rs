@@ -1,0 +1,311 @@
+//! Who holds a TCP port: the listening sockets in `/proc/net/tcp` and `tcp6`, matched to
+//! processes through the socket inodes in `/proc/PID/fd`. selfheal only names the holder; it
+//! never stops or kills it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::{Cause, Finding};
+use crate::config::ServiceConfig;
+use crate::probe::Endpoint;
+
+/// State code of a listening socket in `/proc/net/tcp` (TCP_LISTEN).
+const LISTEN: &str = "0A";
+
+/// A process with a listening socket on the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Name from `/proc/PID/comm`.
+    pub program: String,
+    /// Its cgroup v2 path, such as `/system.slice/dovecot.service`.
+    pub cgroup: String,
+}
+
+/// Socket inodes listening on `port`, from the text of `/proc/net/tcp` or `tcp6`.
+pub fn listening_inodes(table: &str, port: u16) -> BTreeSet<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let local = fields.get(1)?;
+            let state = fields.get(3)?;
+            let inode = fields.get(9)?;
+            let (_, hex_port) = local.rsplit_once(':')?;
+            let local_port = u16::from_str_radix(hex_port, 16).ok()?;
+            (local_port == port && *state == LISTEN)
+                .then(|| inode.parse().ok())
+                .flatten()
+        })
+        .filter(|inode| *inode != 0)
+        .collect()
+}
+
+/// The processes that hold a listening socket on `port`, found below `proc` (normally
+/// `/proc`).
+pub fn holders(proc: &Path, port: u16) -> Vec<Holder> {
+    let mut inodes = BTreeSet::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(proc.join(table)) {
+            inodes.extend(listening_inodes(&text, port));
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let wanted: BTreeSet<String> = inodes
+        .iter()
+        .map(|inode| format!("socket:[{inode}]"))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| wanted.contains(target.to_string_lossy().as_ref()))
+        });
+        if holds {
+            let read = |name: &str| {
+                std::fs::read_to_string(entry.path().join(name))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let cgroup = read("cgroup")
+                .lines()
+                .find_map(|line| line.strip_prefix("0::"))
+                .unwrap_or("")
+                .to_string();
+            found.push(Holder {
+                pid,
+                program: read("comm"),
+                cgroup,
+            });
+        }
+    }
+    found.sort_by_key(|holder| holder.pid);
+    found
+}
+
+/// Whether `cgroup` is the cgroup of systemd unit `unit` or one below it. systemd names a
+/// service's cgroup after the unit, inside its slice: `/system.slice/dovecot.service`,
+/// `/system.slice/system-postfix.slice/postfix@-.service`.
+fn in_unit(cgroup: &str, unit: &str) -> bool {
+    !unit.is_empty()
+        && (cgroup.ends_with(&format!("/{unit}")) || cgroup.contains(&format!("/{unit}/")))
+}
+
+/// Explains the ports the service could not bind (`in_use`, from its journal) and the TCP
+/// ports of its probes: who holds each one, and whether that is the service itself.
+pub fn explain(
+    service: &ServiceConfig,
+    in_use: &[(u16, String)],
+    unit: Option<&str>,
+) -> Vec<Finding> {
+    explain_in(Path::new("/proc"), service, in_use, unit)
+}
+
+fn explain_in(
+    proc: &Path,
+    service: &ServiceConfig,
+    in_use: &[(u16, String)],
+    unit: Option<&str>,
+) -> Vec<Finding> {
+    let mut ports: Vec<(u16, Option<&String>)> = in_use
+        .iter()
+        .map(|(port, line)| (*port, Some(line)))
+        .collect();
+    // Without a unit, a holder of a probe port cannot be told from the service itself.
+    if unit.is_some() {
+        for probe in &service.probes {
+            if let Some(Endpoint::Tcp { port, .. }) = &probe.endpoint {
+                if !ports.iter().any(|(known, _)| known == port) {
+                    ports.push((*port, None));
+                }
+            }
+        }
+    }
+    let unit = unit.unwrap_or("");
+    let mut findings = Vec::new();
+    for (port, line) in ports {
+        let holders = holders(proc, port);
+        let evidence: Vec<String> = line
+            .into_iter()
+            .cloned()
+            .chain(holders.iter().map(|holder| {
+                format!(
+                    "port {port} held by {} (PID {}, cgroup {})",
+                    holder.program, holder.pid, holder.cgroup
+                )
+            }))
+            .collect();
+        let others: Vec<&Holder> = holders
+            .iter()
+            .filter(|holder| !in_unit(&holder.cgroup, unit))
+            .collect();
+        if let Some(other) = others.first() {
+            findings.push(
+                Finding::new(
+                    Cause::PortConflict,
+                    format!(
+                        "port conflict: port {port} is held by {} (PID {}), not by {}",
+                        other.program, other.pid, service.name
+                    ),
+                    format!(
+                        "stop {} or move it to another port (`ss -ltnp 'sport = :{port}'` shows \
+                         it); selfheal never kills it, and restarts {} once the port is free",
+                        other.program, service.name
+                    ),
+                )
+                .with_evidence(evidence)
+                .blocking(),
+            );
+        } else if let (Some(_), false) = (line, holders.is_empty()) {
+            // The service's own process holds the port it failed to bind: a stale instance
+            // that its unit's stop ends, so one clean restart may fix it.
+            let holder = &holders[0];
+            findings.push(
+                Finding::new(
+                    Cause::PortConflict,
+                    format!(
+                        "port conflict: port {port} is held by an old {} process of {} (PID {})",
+                        holder.program, service.name, holder.pid
+                    ),
+                    format!(
+                        "a stop and start of {} ends the stale process; if it stays, stop it by \
+                         hand",
+                        service.name
+                    ),
+                )
+                .with_evidence(evidence),
+            );
+        } else if line.is_some() {
+            findings.push(
+                Finding::new(
+                    Cause::PortConflict,
+                    format!(
+                        "port conflict: port {port} was in use when {} started, and nothing \
+                         holds it now; two of its own listeners may name the same port",
+                        service.name
+                    ),
+                    format!(
+                        "look for the port twice in {}'s config (for Postfix, master.cf), then \
+                         `selfheal restart {}`",
+                        service.name, service.name
+                    ),
+                )
+                .with_evidence(evidence),
+            );
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
+   1: 00000000:008F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:0019 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5555 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn listening_sockets_by_port() {
+        assert_eq!(listening_inodes(TCP, 25), BTreeSet::from([31337]));
+        assert_eq!(listening_inodes(TCP, 143), BTreeSet::from([4242]));
+        assert!(listening_inodes(TCP, 993).is_empty());
+    }
+
+    #[test]
+    fn cgroup_membership() {
+        assert!(in_unit("/system.slice/dovecot.service", "dovecot.service"));
+        assert!(in_unit(
+            "/system.slice/dovecot.service/sub",
+            "dovecot.service"
+        ));
+        assert!(in_unit(
+            "/system.slice/system-postfix.slice/postfix@-.service",
+            "postfix@-.service"
+        ));
+        assert!(!in_unit(
+            "/system.slice/dovecot.service2",
+            "dovecot.service"
+        ));
+        assert!(!in_unit(
+            "/system.slice/xdovecot.service",
+            "dovecot.service"
+        ));
+        assert!(!in_unit("/user.slice", ""));
+    }
+
+    fn service() -> ServiceConfig {
+        ServiceConfig::from_preset(
+            crate::config::presets::preset("dovecot").unwrap(),
+            "dovecot",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        )
+    }
+
+    #[test]
+    fn holder_outside_the_unit_blocks() {
+        // A listener in this test process stands in for another program.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let line = format!("Error: bind(0.0.0.0, {port}) failed: Address already in use");
+        let findings = explain_in(
+            Path::new("/proc"),
+            &service(),
+            &[(port, line)],
+            Some("dovecot.service"),
+        );
+        let finding = findings
+            .iter()
+            .find(|finding| finding.summary.contains(&format!("port {port}")))
+            .expect("a finding for the port");
+        assert_eq!(finding.cause, Cause::PortConflict);
+        assert!(finding.blocks_restart);
+        assert!(
+            finding
+                .summary
+                .contains(&format!("(PID {}), not by dovecot", std::process::id())),
+            "{}",
+            finding.summary
+        );
+    }
+
+    #[test]
+    fn free_port_from_journal_is_a_self_clash() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let findings = explain_in(
+            Path::new("/proc"),
+            &service(),
+            &[(
+                port,
+                "fatal: bind 0.0.0.0 port 1: Address already in use".into(),
+            )],
+            None,
+        );
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].summary.contains("nothing holds it now"));
+        assert!(!findings[0].blocks_restart);
+    }
+}
