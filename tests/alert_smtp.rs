@@ -132,6 +132,7 @@ fn sample_alert() -> Alert {
             "systemd[1]: postfix@-.service: Failed with result 'exit-code'.".into(),
         ],
         mode: "heal".into(),
+        diagnosis: Vec::new(),
     }
 }
 

@@ -79,6 +79,7 @@ fn observation(up: bool) -> Observation {
                 }
             },
         }],
+        blockers: Vec::new(),
     }
 }
 

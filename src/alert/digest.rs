@@ -399,6 +399,7 @@ mod tests {
             last_probe: "tcp 127.0.0.1:25: refused".into(),
             journal: vec!["fatal: bad config".into()],
             mode: "heal".into(),
+            diagnosis: Vec::new(),
         }
     }
 

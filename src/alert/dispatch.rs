@@ -150,6 +150,7 @@ fn decode(row: &SpoolItem, host: &str) -> Item {
                     last_probe: String::new(),
                     journal: Vec::new(),
                     mode: String::new(),
+                    diagnosis: Vec::new(),
                 },
                 nth: 0,
                 closed_at: None,

@@ -317,6 +317,8 @@ pub(super) struct Body {
     started: String,
     mode: String,
     seen: Vec<String>,
+    /// Each finding of the diagnosis as (summary, evidence lines, next step).
+    diagnosis: Vec<(String, Vec<String>, String)>,
     /// Each action as (RFC 3339 time, text).
     actions: Vec<(String, String)>,
     no_actions: &'static str,
@@ -406,6 +408,21 @@ impl Body {
             started: utc(alert.started_at),
             mode,
             seen: body_lines(&alert.seen),
+            diagnosis: alert
+                .diagnosis
+                .iter()
+                .map(|finding| {
+                    (
+                        one_line(&finding.summary),
+                        finding
+                            .evidence
+                            .iter()
+                            .flat_map(|line| body_lines(line))
+                            .collect(),
+                        one_line(&finding.next_step),
+                    )
+                })
+                .collect(),
             actions,
             no_actions,
             last_probe: body_lines(&alert.last_probe),
@@ -441,6 +458,18 @@ impl Body {
         line(&format!("Mode: {}", self.mode));
         for (label, value) in &self.extra {
             line(&format!("{label}: {value}"));
+        }
+
+        if !self.diagnosis.is_empty() {
+            line("");
+            line("Diagnosis:");
+            for (summary, evidence, next_step) in &self.diagnosis {
+                line(&format!("  {summary}"));
+                for text in evidence {
+                    line(&format!("    | {text}"));
+                }
+                line(&format!("    Next: {next_step}"));
+            }
         }
 
         line("");
@@ -508,6 +537,16 @@ impl Body {
             );
         }
         out.push_str("</table>\n");
+
+        if !self.diagnosis.is_empty() {
+            out.push_str("<h3>Diagnosis</h3>\n<ul>\n");
+            for (summary, evidence, next_step) in &self.diagnosis {
+                let _ = writeln!(out, "<li><strong>{}</strong>", escape_html(summary));
+                html_pre(out, evidence, "");
+                let _ = writeln!(out, "<p>Next: {}</p></li>", escape_html(next_step));
+            }
+            out.push_str("</ul>\n");
+        }
 
         out.push_str("<h3>What was seen</h3>\n");
         html_pre(out, &self.seen, "nothing was recorded");
@@ -615,6 +654,7 @@ mod tests {
                 "<script>alert(1)</script> & \"quoted\"".into(),
             ],
             mode: "heal".into(),
+            diagnosis: Vec::new(),
         }
     }
 
@@ -690,6 +730,26 @@ mod tests {
         alert.reason = " ".into();
 
         assert_eq!(subject(&alert), "[selfheal] mail1: postfix restart failed");
+    }
+
+    #[test]
+    fn diagnosis_in_both_parts() {
+        let mut alert = alert();
+        alert.diagnosis = vec![crate::diagnose::Finding::new(
+            crate::diagnose::Cause::ConfigError,
+            "config error: /etc/postfix/main.cf line 50: missing '='",
+            "fix line 50 of /etc/postfix/main.cf",
+        )
+        .with_evidence(["postconf: fatal: <bad> line"])];
+        let body = Body::new(&config(), &alert);
+        let plain = body.plain();
+        assert!(
+            plain.contains("Diagnosis:\n  config error: /etc/postfix/main.cf line 50: missing '='\n    | postconf: fatal: <bad> line\n    Next: fix line 50 of /etc/postfix/main.cf\n"),
+            "{plain}"
+        );
+        let html = body.html();
+        assert!(html.contains("<h3>Diagnosis</h3>"), "{html}");
+        assert!(html.contains("postconf: fatal: &lt;bad&gt; line"), "{html}");
     }
 
     #[test]

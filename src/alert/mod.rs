@@ -59,6 +59,9 @@ pub struct Alert {
     pub journal: Vec<String>,
     /// "heal" or "watch".
     pub mode: String,
+    /// Why the service could not be healed, most specific first; empty when nothing was found.
+    #[serde(default)]
+    pub diagnosis: Vec<crate::diagnose::Finding>,
 }
 
 /// Channel that accepted an alert.

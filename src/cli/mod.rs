@@ -70,6 +70,15 @@ pub enum Commands {
     },
     /// List the covered services installed on this host and print a config enabling them.
     Detect,
+    /// Find why a service is down or failing: config test, disk space, ports, journal,
+    /// dependencies (exit 1 when a cause was found).
+    Diagnose {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Alert channels.
     Alert {
         #[command(subcommand)]
@@ -124,7 +133,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 service: Some(name),
                 ..
             }
-            | Commands::Restart { service: name } = &command
+            | Commands::Restart { service: name }
+            | Commands::Diagnose { service: name, .. } = &command
             {
                 if config.service(name).is_none() {
                     eprintln!("selfheal: {}", unknown_service(&config, name));
@@ -144,6 +154,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Alert {
                     command: AlertCommand::Test { channel },
                 } => alert::test(&config, channel.as_deref()).await,
+                Commands::Diagnose { service, json } => {
+                    diagnose(&config, &managers, &service, json).await
+                }
                 Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
             };
             result.unwrap_or_else(|error| {
@@ -375,6 +388,9 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if let (Some(verdict), Some(reason)) = (&view.verdict, &view.reason) {
             println!("{:<16} {verdict}: {reason}", "");
         }
+        if let Some(cause) = &view.diagnosis {
+            println!("{:<16} cause: {cause}", "");
+        }
     }
     if !undelivered.is_empty() {
         println!();
@@ -411,8 +427,12 @@ fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
             last_action_ms: stored.and_then(|s| s.last_action_ms),
             verdict: open.as_ref().and_then(|o| o.verdict.clone()),
             reason: open.as_ref().and_then(|o| o.reason.clone()),
-            incident: open.map(|o| o.id),
+            incident: open.as_ref().map(|o| o.id),
             alert_undelivered: None,
+            diagnosis: open
+                .as_ref()
+                .and_then(|row| row.diagnosis.first())
+                .map(|finding| finding.summary.clone()),
         });
     }
     Ok(views)
@@ -547,8 +567,48 @@ fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::R
         for event in store.events(row.id)? {
             println!("{:<6} {}  {}", "", time_text(event.at_ms), event.detail);
         }
+        for finding in &row.diagnosis {
+            println!("{:<6} cause: {}", "", finding.summary);
+            println!("{:<6}   next: {}", "", finding.next_step);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the diagnosis of one service now and prints each finding with its evidence.
+async fn diagnose(
+    config: &Config,
+    managers: &Managers,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(service) = config.service(name) else {
+        anyhow::bail!("{}", unknown_service(config, name));
+    };
+    let target = engine::resolve_target(managers, service).await;
+    let store = Store::open_existing(&config.state_db())?;
+    let findings = engine::diagnose(managers, &target, service, store.as_ref()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else if findings.is_empty() {
+        println!("{name}: no cause found: the config test passes, no disk is full, no other program holds its ports and its journal shows no known error");
+    } else {
+        for finding in &findings {
+            println!("{}", finding.summary);
+            for line in &finding.evidence {
+                println!("  | {line}");
+            }
+            println!("  next: {}", finding.next_step);
+            if finding.blocks_restart {
+                println!("  a restart cannot fix this");
+            }
+        }
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// UTC time to the second, "-" for none.

@@ -179,6 +179,19 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
         findings.extend(journal::from_unit(unit, evidence.journal));
     }
 
+    // Next steps name the service and the unit where the checks could only say SERVICE and UNIT.
+    for finding in &mut findings {
+        finding.next_step = finding.next_step.replace(
+            "selfheal restart SERVICE",
+            &format!("selfheal restart {}", service.name),
+        );
+        if let Some(unit) = &evidence.unit_name {
+            finding.next_step = finding
+                .next_step
+                .replace("systemctl cat UNIT", &format!("systemctl cat {unit}"))
+                .replace("journalctl -u UNIT", &format!("journalctl -u {unit}"));
+        }
+    }
     dedupe(&mut findings);
     findings.sort_by_key(|finding| rank(finding.cause));
     if findings

@@ -69,6 +69,10 @@ fn describe(event: &Event) -> (&'static str, String) {
             "alert_suppressed",
             format!("no new {verdict} alert, one was sent recently: {reason}"),
         ),
+        Event::BlockerCleared { blocker } => (
+            "blocker_cleared",
+            format!("restarting: no longer blocked by {blocker}"),
+        ),
         Event::ManualRestartVerified => (
             "manual_restart_verified",
             "manual restart verified healthy".to_string(),

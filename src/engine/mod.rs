@@ -21,7 +21,7 @@ use crate::policy::{Recovery, Restored, ServicePolicy, Verdict};
 use crate::store::Store;
 
 pub use notify::{AlertJob, AlertSender};
-pub use runner::{observe, ServiceRunner};
+pub use runner::{diagnose, observe, ServiceRunner};
 
 /// Bound on one status read from the service manager.
 pub const MANAGER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +46,9 @@ pub struct ServiceView {
     pub verdict: Option<String>,
     pub reason: Option<String>,
     pub incident: Option<i64>,
+    /// The most specific cause the diagnosis found while the service needs attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
     /// Why the alert about this service has not reached the admin yet, while it has not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_undelivered: Option<String>,

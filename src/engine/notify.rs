@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use crate::alert::dispatch::{incident_actions, Outbox};
 use crate::alert::{Alert, Item, ItemKind};
 use crate::config::ServiceConfig;
+use crate::diagnose::Finding;
 use crate::policy::Verdict;
 use crate::store::{from_unix_ms, Store};
 
@@ -23,6 +24,8 @@ pub struct AlertJob {
     pub seen: String,
     pub last_probe: String,
     pub journal: Vec<String>,
+    /// What the diagnosis found, most specific first.
+    pub diagnosis: Vec<Finding>,
 }
 
 /// The engine's side of alerting: cheap to clone, one per service task.
@@ -49,13 +52,19 @@ impl AlertSender {
             service: service.clone(),
             unit: job.unit,
             verdict: job.verdict.to_string(),
-            reason: job.headline,
+            // The most specific finding says more than the probe's headline.
+            reason: job
+                .diagnosis
+                .first()
+                .map(|finding| finding.summary.clone())
+                .unwrap_or(job.headline),
             started_at,
             seen: format!("{}\n{}", job.reason, job.seen),
             actions,
             last_probe: job.last_probe,
             journal: job.journal,
             mode: job.service.mode.to_string(),
+            diagnosis: job.diagnosis,
         };
         let item = Item {
             kind: ItemKind::Problem,

@@ -10,6 +10,7 @@ use super::events::record;
 use super::notify::{AlertJob, AlertSender};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
+use crate::diagnose::{Evidence, Finding};
 use crate::manager::{Managers, Target};
 use crate::policy::{Command, Decision, Event, Input, Observation, Phase, ServicePolicy};
 use crate::probe;
@@ -29,7 +30,45 @@ pub async fn observe(managers: &Managers, target: &Target, service: &ServiceConf
     };
     let probes = probe::run_all(&service.probes, service.probe_timeout);
     let (unit, probes) = tokio::join!(status, probes);
-    Observation { unit, probes }
+    Observation {
+        unit,
+        probes,
+        blockers: Vec::new(),
+    }
+}
+
+/// Journal lines the diagnosis reads: enough to reach past systemd's own lines to the
+/// daemon's last error.
+const DIAGNOSIS_JOURNAL_LINES: usize = 100;
+
+/// Gathers the evidence for `service` (its unit's state and journal, the other services'
+/// states) and runs the diagnosis.
+pub async fn diagnose(
+    managers: &Managers,
+    target: &Target,
+    service: &ServiceConfig,
+    store: Option<&Store>,
+) -> Vec<Finding> {
+    let unit = match timeout(MANAGER_CALL_TIMEOUT, managers.status(target)).await {
+        Ok(Ok(status)) => Some(status),
+        _ => None,
+    };
+    let journal = managers.journal_tail(target, DIAGNOSIS_JOURNAL_LINES).await;
+    let states = store
+        .and_then(|store| store.service_states().ok())
+        .unwrap_or_default();
+    let unit_name = match target {
+        Target::Unit(unit) => Some(unit.clone()),
+        Target::Commands(_) => None,
+    };
+    let evidence = Evidence {
+        service,
+        unit: unit.as_ref(),
+        journal: &journal,
+        states: &states,
+        unit_name,
+    };
+    crate::diagnose::diagnose(&evidence).await
 }
 
 pub struct ServiceRunner {
@@ -46,6 +85,8 @@ pub struct ServiceRunner {
     last: Option<Observation>,
     /// Admin waiting for the outcome of a manual restart.
     waiting_admin: Option<oneshot::Sender<RestartOutcome>>,
+    /// What the diagnosis found for the open incident.
+    diagnosis: Vec<Finding>,
 }
 
 impl ServiceRunner {
@@ -75,7 +116,15 @@ impl ServiceRunner {
             reason: open.as_ref().and_then(|row| row.reason.clone()),
             incident: open.as_ref().map(|row| row.id),
             alert_undelivered: None,
+            diagnosis: open
+                .as_ref()
+                .and_then(|row| row.diagnosis.first())
+                .map(|finding| finding.summary.clone()),
         };
+        let diagnosis = open
+            .as_ref()
+            .map(|row| row.diagnosis.clone())
+            .unwrap_or_default();
         Ok(ServiceRunner {
             incident: open.map(|row| row.id),
             service,
@@ -88,6 +137,7 @@ impl ServiceRunner {
             view: Arc::new(Mutex::new(view)),
             last: None,
             waiting_admin: None,
+            diagnosis,
         })
     }
 
@@ -173,6 +223,7 @@ impl ServiceRunner {
                     (event, self.incident)
                 {
                     self.alerts.incident_closed(incident, *verdict);
+                    self.diagnosis.clear();
                 }
                 self.incident = record(
                     &self.store,
@@ -181,6 +232,13 @@ impl ServiceRunner {
                     self.incident,
                     event,
                 );
+            }
+            if decision
+                .events
+                .iter()
+                .any(|event| matches!(event, Event::NeedsAttention { .. }))
+            {
+                self.run_diagnosis().await;
             }
             let mut restart = false;
             for command in &decision.commands {
@@ -214,6 +272,33 @@ impl ServiceRunner {
         }
     }
 
+    /// Diagnoses the service now that it needs the admin, and records what was found with
+    /// the incident and in the status view.
+    async fn run_diagnosis(&mut self) {
+        let findings = diagnose(
+            &self.managers,
+            &self.target,
+            &self.service,
+            Some(&self.store),
+        )
+        .await;
+        for finding in &findings {
+            tracing::warn!(
+                service = %self.service.name,
+                cause = %finding.cause,
+                next_step = %finding.next_step,
+                "diagnosis: {}",
+                finding.summary
+            );
+        }
+        if let Some(incident) = self.incident {
+            if let Err(error) = self.store.set_diagnosis(incident, &findings) {
+                tracing::error!(service = %self.service.name, %error, "cannot store the diagnosis");
+            }
+        }
+        self.diagnosis = findings;
+    }
+
     async fn queue_alert(&mut self, verdict: crate::policy::Verdict, reason: &str) {
         let journal = self
             .managers
@@ -245,6 +330,7 @@ impl ServiceRunner {
             seen,
             last_probe,
             journal,
+            diagnosis: self.diagnosis.clone(),
         };
         self.alerts.queue(&self.store, job);
     }
@@ -309,6 +395,10 @@ impl ServiceRunner {
                 view.reason = None;
             }
         }
+        view.diagnosis = self
+            .diagnosis
+            .first()
+            .map(|finding| finding.summary.clone());
         if let Some(action) = decision
             .events
             .iter()

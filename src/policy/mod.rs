@@ -71,6 +71,9 @@ pub enum Verdict {
     CrashLoop,
     /// The service manager refused or could not run the restart.
     CannotRestart,
+    /// Not restarted because a restart cannot fix what is wrong: a config error, a full disk,
+    /// a port held by another program. Restarted once that is gone.
+    NotRestarted,
 }
 
 impl Verdict {
@@ -83,6 +86,7 @@ impl Verdict {
             Verdict::RestartFailed => "restart failed",
             Verdict::CrashLoop => "crash loop",
             Verdict::CannotRestart => "cannot restart",
+            Verdict::NotRestarted => "not restarted",
         }
     }
 
@@ -95,6 +99,7 @@ impl Verdict {
             Verdict::RestartFailed,
             Verdict::CrashLoop,
             Verdict::CannotRestart,
+            Verdict::NotRestarted,
         ]
         .into_iter()
         .find(|v| v.as_str() == text)
@@ -104,7 +109,11 @@ impl Verdict {
     pub fn needs_attention(self) -> bool {
         matches!(
             self,
-            Verdict::Down | Verdict::RestartFailed | Verdict::CrashLoop | Verdict::CannotRestart
+            Verdict::Down
+                | Verdict::RestartFailed
+                | Verdict::CrashLoop
+                | Verdict::CannotRestart
+                | Verdict::NotRestarted
         )
     }
 }
@@ -225,6 +234,10 @@ pub enum Event {
     },
     /// A manual restart verified without an open incident.
     ManualRestartVerified,
+    /// What kept a restart from helping is gone, so the service is restarted now.
+    BlockerCleared {
+        blocker: String,
+    },
 }
 
 /// Input to the policy.
@@ -283,6 +296,10 @@ pub struct ServicePolicy {
     /// While a service that needs attention is coming back (started by an admin or by
     /// systemd), it is re-checked every `retry_interval` until this time.
     quick_checks_until: Option<Instant>,
+    /// What the last check found that a restart cannot fix.
+    blockers: Vec<String>,
+    /// The service needs attention because of a blocker, and is restarted once it is gone.
+    blocked: bool,
 }
 
 impl ServicePolicy {
@@ -298,6 +315,8 @@ impl ServicePolicy {
             last_crash_loop_alert: None,
             last_n_restarts: None,
             quick_checks_until: None,
+            blockers: Vec::new(),
+            blocked: false,
         }
     }
 
@@ -374,6 +393,7 @@ impl ServicePolicy {
     }
 
     fn on_check(&mut self, observation: Observation, now: Instant, out: &mut Decision) {
+        self.blockers.clone_from(&observation.blockers);
         let systemd_restarts = self.count_systemd_restarts(&observation, now);
         if systemd_restarts > 0 {
             out.events.push(Event::SystemdRestarted {
@@ -479,7 +499,12 @@ impl ServicePolicy {
                         out.next_check = Some(now + self.recovery.retry_interval);
                     }
                 }
-                Health::Dead => self.quick_checks_until = None,
+                Health::Dead => {
+                    self.quick_checks_until = None;
+                    if self.blocked && self.blockers.is_empty() && self.mode == Mode::Heal {
+                        self.unblock(observation.problem(), now, out);
+                    }
+                }
             },
         }
         self.last_n_restarts = observation.n_restarts().or(self.last_n_restarts);
@@ -543,6 +568,14 @@ impl ServicePolicy {
             self.needs_attention(Verdict::Down, problem, now, out);
             return;
         }
+        if let Some(blocker) = self.blockers.first().cloned() {
+            out.events.push(Event::RestartSkipped {
+                reason: format!("a restart cannot fix this: {blocker}"),
+            });
+            self.blocked = true;
+            self.needs_attention(Verdict::NotRestarted, blocker, now, out);
+            return;
+        }
         if let Some(restarted) = self.last_restart {
             let since = now.saturating_duration_since(restarted);
             if since < self.recovery.verify_timeout {
@@ -564,6 +597,21 @@ impl ServicePolicy {
             return;
         }
         self.restart(false, now, out);
+    }
+
+    /// Restarts a service that waited for a blocker to go away. The incident stays open, and
+    /// a failure of this restart is alerted again: it is news to the admin.
+    fn unblock(&mut self, problem: String, now: Instant, out: &mut Decision) {
+        let blocker = match &self.phase {
+            Phase::NeedsAttention { reason, .. } => reason.clone(),
+            _ => String::new(),
+        };
+        self.blocked = false;
+        if let Some(incident) = &mut self.incident {
+            incident.alerted = false;
+        }
+        out.events.push(Event::BlockerCleared { blocker });
+        self.go_down(problem, now, out);
     }
 
     fn restart(&mut self, manual: bool, now: Instant, out: &mut Decision) {
@@ -669,6 +717,7 @@ impl ServicePolicy {
     }
 
     fn close_incident(&mut self, verdict: Verdict, now: Instant, out: &mut Decision) {
+        self.blocked = false;
         if let Some(incident) = self.incident.take() {
             let verdict = match verdict {
                 Verdict::Recovered if incident.saw_systemd_working => Verdict::RestartedBySystemd,

@@ -9,6 +9,9 @@ pub struct Observation {
     /// The unit's state, or why it could not be read.
     pub unit: Result<UnitStatus, String>,
     pub probes: Vec<ProbeReport>,
+    /// Conditions a restart cannot fix, found when the service looked down (a config error, a
+    /// full disk, a port held by another program), each as a one-line summary.
+    pub blockers: Vec<String>,
 }
 
 /// Meaning of an observation for recovery.

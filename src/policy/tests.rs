@@ -48,6 +48,7 @@ fn seen_n(active: &str, sub: &str, probe_ok: bool, n_restarts: u32) -> Input {
     Input::Checked(Observation {
         unit: Ok(unit(active, sub, n_restarts)),
         probes: vec![probe(probe_ok)],
+        blockers: Vec::new(),
     })
 }
 
@@ -456,6 +457,7 @@ async fn dead_main_pid_counts_as_down() {
         Input::Checked(Observation {
             unit: Ok(status),
             probes: vec![],
+            blockers: Vec::new(),
         }),
     )
     .await;
@@ -473,6 +475,7 @@ async fn active_exited_with_dead_socket_is_restarted() {
         Input::Checked(Observation {
             unit: Ok(status.clone()),
             probes: vec![probe(false)],
+            blockers: Vec::new(),
         })
     };
     after(&mut policy, 0, dead_socket()).await;

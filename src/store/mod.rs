@@ -123,6 +123,10 @@ CREATE TABLE alert_deliveries (
 );
 CREATE INDEX alert_deliveries_due ON alert_deliveries(status, next_attempt_ms);
 "#,
+    // Why an incident needed the admin: the diagnosis findings as a JSON array.
+    r#"
+ALTER TABLE incidents ADD COLUMN diagnosis TEXT;
+"#,
 ];
 
 pub fn unix_ms(time: SystemTime) -> i64 {
@@ -155,6 +159,8 @@ pub struct IncidentRow {
     pub reason: Option<String>,
     pub resolution: Option<String>,
     pub alert_status: String,
+    /// What the diagnosis found when the incident needed the admin, most specific first.
+    pub diagnosis: Vec<crate::diagnose::Finding>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,6 +280,20 @@ impl Store {
         self.conn().execute(
             "UPDATE incidents SET verdict = ?2, reason = ?3 WHERE id = ?1",
             params![incident, verdict, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Stores what the diagnosis found for an incident, replacing an earlier diagnosis.
+    pub fn set_diagnosis(
+        &self,
+        incident: i64,
+        findings: &[crate::diagnose::Finding],
+    ) -> anyhow::Result<()> {
+        let json = serde_json::to_string(findings)?;
+        self.conn().execute(
+            "UPDATE incidents SET diagnosis = ?2 WHERE id = ?1",
+            params![incident, json],
         )?;
         Ok(())
     }
@@ -440,7 +460,7 @@ impl Store {
 }
 
 const INCIDENT_COLUMNS: &str = "SELECT id, service, unit, opened_ms, closed_ms, problem, verdict, \
-    reason, resolution, alert_status FROM incidents";
+    reason, resolution, alert_status, diagnosis FROM incidents";
 
 fn incident_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
@@ -454,6 +474,11 @@ fn incident_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         reason: row.get(7)?,
         resolution: row.get(8)?,
         alert_status: row.get(9)?,
+        // A diagnosis written by another version that cannot be read is left out.
+        diagnosis: row
+            .get::<_, Option<String>>(10)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -543,6 +568,21 @@ mod tests {
             format!("{error:#}").contains("schema version 99"),
             "{error:#}"
         );
+    }
+
+    #[test]
+    fn diagnosis_round_trip() {
+        use crate::diagnose::{Cause, Finding};
+        let store = Store::open_in_memory().unwrap();
+        let id = store.open_incident("postfix", "u", "p", at(0)).unwrap();
+        assert!(store.incident(id).unwrap().unwrap().diagnosis.is_empty());
+        let findings = vec![
+            Finding::new(Cause::DiskFull, "disk full on /var", "free space")
+                .with_evidence(["/var: 0 B available"])
+                .blocking(),
+        ];
+        store.set_diagnosis(id, &findings).unwrap();
+        assert_eq!(store.incident(id).unwrap().unwrap().diagnosis, findings);
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! `selfheal diagnose` against real services from Debian's packages under a contained systemd,
+//! each failure injected for real: broken config files, a full spool filesystem, a port held by
+//! another program, a damaged MariaDB table, a removed socket directory, and spamass-milter
+//! without spamd.
+//!
+//! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::rig::Rig;
+
+const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
+
+/// Boots a rig running `units`, with a config that watches `services` in watch mode.
+fn rig(name: &str, units: &[&str], services: &[&str]) -> (Rig, String) {
+    let rig = Rig::boot(name);
+    let mut all = vec!["dbus.socket"];
+    all.extend_from_slice(units);
+    rig.start_units(&all);
+    let config = rig.dir().join("selfheal.toml").display().to_string();
+    let mut text = format!(
+        "mode = \"watch\"\ninterval = \"2s\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n",
+        rig.dir().join("state").display(),
+        rig.dir().join("control.sock").display()
+    );
+    for service in services {
+        text.push_str(&format!("[services.{service}]\n"));
+    }
+    std::fs::write(&config, text).expect("write config");
+    (rig, config)
+}
+
+/// `selfheal diagnose SERVICE --json`: the findings, most specific first.
+fn diagnose(rig: &Rig, config: &str, service: &str) -> Vec<Value> {
+    let output = rig.exec(&[SELFHEAL, "-c", config, "diagnose", service, "--json"]);
+    let findings: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "diagnose printed no JSON ({error}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    findings.as_array().cloned().unwrap_or_default()
+}
+
+/// The first finding of `cause`, or a panic that shows every finding.
+fn finding<'a>(findings: &'a [Value], cause: &str) -> &'a Value {
+    findings
+        .iter()
+        .find(|finding| finding["cause"] == cause)
+        .unwrap_or_else(|| panic!("no {cause} finding in {findings:#?}"))
+}
+
+fn summary(finding: &Value) -> String {
+    finding["summary"].as_str().unwrap_or_default().to_string()
+}
+
+/// Restarts `unit` and waits until systemd has given up on it.
+fn restart_fails(rig: &Rig, unit: &str) {
+    rig.exec(&["systemctl", "restart", unit]);
+    rig.wait_until(&format!("{unit} failed"), Duration::from_secs(30), || {
+        rig.unit_property(unit, "ActiveState") == "failed"
+    });
+}
+
+#[test]
+fn config_errors_name_file_and_line() {
+    let (rig, config) = rig(
+        "diag-config",
+        &["postfix@-.service", "dovecot.service", "unbound.service"],
+        &["postfix", "dovecot", "unbound"],
+    );
+    for service in ["postfix", "dovecot", "unbound"] {
+        let findings = diagnose(&rig, &config, service);
+        assert!(findings.is_empty(), "{service}: {findings:#?}");
+    }
+
+    rig.sh("echo 'this line is not a parameter' >> /etc/postfix/main.cf");
+    let findings = diagnose(&rig, &config, "postfix");
+    let error = finding(&findings, "config_error");
+    assert!(
+        summary(error).starts_with("config error: /etc/postfix/main.cf line "),
+        "{error:#}"
+    );
+    assert!(summary(error).contains("missing '='"), "{error:#}");
+    assert_eq!(error["blocks_restart"], true);
+
+    rig.sh("echo 'bogus_setting = yes' >> /etc/dovecot/conf.d/10-mail.conf");
+    let findings = diagnose(&rig, &config, "dovecot");
+    let error = finding(&findings, "config_error");
+    assert!(
+        summary(error).starts_with("config error: /etc/dovecot/conf.d/10-mail.conf line "),
+        "{error:#}"
+    );
+    assert!(
+        summary(error).contains("Unknown setting: bogus_setting"),
+        "{error:#}"
+    );
+
+    rig.sh("echo 'server: bogus-option: 1' >> /etc/unbound/unbound.conf");
+    let findings = diagnose(&rig, &config, "unbound");
+    let error = finding(&findings, "config_error");
+    assert!(
+        summary(error).starts_with("config error: /etc/unbound/unbound.conf line "),
+        "{error:#}"
+    );
+    assert!(summary(error).contains("bogus-option"), "{error:#}");
+}
+
+#[test]
+fn port_held_by_another_program() {
+    let (rig, config) = rig(
+        "diag-ports",
+        &["postfix@-.service", "dovecot.service"],
+        &["postfix", "dovecot"],
+    );
+    let squat = |port: u16| {
+        let script = format!(
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET6)\n\
+             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+             s.bind(('::', {port}))\n\
+             s.listen()\n\
+             time.sleep(3600)\n"
+        );
+        rig.run_transient(
+            &format!("squatter-{port}"),
+            &["/usr/bin/python3", "-c", &script],
+        );
+        rig.wait_until(
+            &format!("the squatter on port {port}"),
+            Duration::from_secs(10),
+            || {
+                let out = rig.sh(&format!("ss -Hltn 'sport = :{port}'"));
+                !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+            },
+        );
+    };
+
+    for (service, unit, port) in [
+        ("dovecot", "dovecot.service", 143),
+        ("postfix", "postfix@-.service", 25),
+    ] {
+        rig.exec(&["systemctl", "stop", unit]);
+        squat(port);
+        rig.exec(&["systemctl", "start", unit]);
+        rig.wait_until(
+            &format!("{service} to give up on port {port}"),
+            Duration::from_secs(30),
+            || {
+                let journal = rig.journal(unit);
+                journal.contains("Address already in use")
+                    && rig.unit_property(unit, "ActiveState") != "activating"
+            },
+        );
+        let findings = diagnose(&rig, &config, service);
+        let conflict = finding(&findings, "port_conflict");
+        let text = summary(conflict);
+        assert!(
+            text.starts_with(&format!(
+                "port conflict: port {port} is held by python3 (PID "
+            )),
+            "{conflict:#}"
+        );
+        assert!(text.ends_with(&format!("not by {service}")), "{conflict:#}");
+        assert_eq!(conflict["blocks_restart"], true);
+        let squatter = rig.main_pid(&format!("squatter-{port}.service"));
+        assert!(
+            text.contains(&format!("(PID {})", squatter.expect("squatter PID"))),
+            "{conflict:#}"
+        );
+    }
+}
+
+#[test]
+fn damaged_mariadb_table() {
+    let (rig, config) = rig("diag-mariadb", &["mariadb.service"], &["mariadb"]);
+    rig.sh("mysql -e \"CREATE DATABASE scratch; \
+         CREATE TABLE scratch.t (id INT PRIMARY KEY, v VARCHAR(100)) ENGINE=InnoDB; \
+         INSERT INTO scratch.t VALUES (1, 'a'), (2, 'b');\"");
+    assert!(diagnose(&rig, &config, "mariadb").is_empty());
+
+    rig.exec(&["systemctl", "stop", "mariadb.service"]);
+    // Overwrite the second 16 KiB page of the table's tablespace with random bytes.
+    rig.sh(
+        "dd if=/dev/urandom of=/var/lib/mysql/scratch/t.ibd bs=1 count=4000 seek=16384 \
+         conv=notrunc 2>/dev/null",
+    );
+    rig.exec(&["systemctl", "start", "mariadb.service"]);
+    rig.sh("mysql -e 'SELECT * FROM scratch.t' || true");
+    let findings = diagnose(&rig, &config, "mariadb");
+    let corrupt = finding(&findings, "corrupt_data");
+    assert!(summary(corrupt).contains("./scratch/t.ibd"), "{corrupt:#}");
+    // selfheal never repairs data on its own.
+    assert!(corrupt["next_step"]
+        .as_str()
+        .unwrap_or("")
+        .contains("back up"));
+}
+
+#[test]
+fn opendkim_socket_directory_removed() {
+    let (rig, config) = rig("diag-opendkim", &["opendkim.service"], &["opendkim"]);
+    rig.sh(
+        "sed -i 's|^Socket.*|Socket local:/var/spool/postfix/opendkim/opendkim.sock|' \
+         /etc/opendkim.conf && rm -rf /var/spool/postfix/opendkim",
+    );
+    restart_fails(&rig, "opendkim.service");
+    let findings = diagnose(&rig, &config, "opendkim");
+    let socket = finding(&findings, "socket_path");
+    assert_eq!(
+        summary(socket),
+        "cannot create /var/spool/postfix/opendkim/opendkim.sock: directory \
+         /var/spool/postfix/opendkim is missing"
+    );
+}
+
+#[test]
+fn spamass_milter_without_spamd() {
+    let (rig, config) = rig(
+        "diag-milter",
+        &["spamd.service", "spamass-milter.service"],
+        &["spamd", "spamass-milter"],
+    );
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    rig.exec(&["systemctl", "stop", "spamd.service"]);
+    rig.wait_until(
+        "selfheal to see spamd down",
+        Duration::from_secs(30),
+        || {
+            let status = rig.exec(&[SELFHEAL, "-c", &config, "status"]);
+            String::from_utf8_lossy(&status.stdout)
+                .lines()
+                .any(|line| line.starts_with("spamd ") && line.contains(" down "))
+        },
+    );
+    let findings = diagnose(&rig, &config, "spamass-milter");
+    let dependency = finding(&findings, "dependency_down");
+    assert!(
+        summary(dependency).starts_with("dependency down: spamd is not healthy (down)"),
+        "{dependency:#}"
+    );
+}
+
+#[test]
+fn full_spool_filesystem() {
+    let (rig, config) = rig("diag-disk", &["postfix@-.service"], &["postfix"]);
+    rig.exec(&["systemctl", "stop", "postfix@-.service"]);
+    // A 4 MiB tmpfs with the spool's content, then filled up.
+    rig.sh("cp -a /var/spool/postfix /tmp/spool-copy && \
+         mount -t tmpfs -o size=4m tmpfs /var/spool/postfix && \
+         cp -a /tmp/spool-copy/. /var/spool/postfix/ && \
+         dd if=/dev/zero of=/var/spool/postfix/filler bs=64k 2>/dev/null; true");
+    let findings = diagnose(&rig, &config, "postfix");
+    let full = finding(&findings, "disk_full");
+    assert!(
+        summary(full).starts_with("disk full on /var/spool/postfix (100 %, 0 B free, "),
+        "{full:#}"
+    );
+    assert_eq!(full["blocks_restart"], true);
+}
