@@ -10,8 +10,8 @@ use lettre::Message;
 use serde::{Deserialize, Serialize};
 
 use super::message::{
-    escape_html, headers, html_end, html_start, one_line, truncate, utc, Body, ComposeError,
-    MAX_SUBJECT_CHARS, MAX_SUBJECT_FIELD_CHARS,
+    escape_html, headers, html_end, html_start, one_line, truncate, truncate_words, utc, Body,
+    ComposeError, MAX_SUBJECT_CHARS, MAX_SUBJECT_FIELD_CHARS,
 };
 use super::planner::ItemKind;
 use super::webhook::{WebhookMessage, WebhookService};
@@ -51,6 +51,9 @@ pub struct Digest {
     /// True for the message of `selfheal alert test`.
     #[serde(default)]
     pub test: bool,
+    /// Message-ID of the alert a reminder or recovery follows up, so mail clients thread them.
+    #[serde(default)]
+    pub in_reply_to: Option<String>,
 }
 
 impl Digest {
@@ -63,6 +66,7 @@ impl Digest {
             max_per_hour: 0,
             dashboard_url,
             test: true,
+            in_reply_to: None,
         }
     }
 
@@ -96,7 +100,7 @@ impl Digest {
     /// One problem: `[selfheal] HOST: SERVICE VERDICT (REASON)`. Several items: each as
     /// `SERVICE VERDICT`, comma-separated. A summary: how many items the cap held back.
     pub fn subject(&self) -> String {
-        let field = |text: &str| truncate(&one_line(text), MAX_SUBJECT_FIELD_CHARS);
+        let field = |text: &str| truncate_words(&one_line(text), MAX_SUBJECT_FIELD_CHARS);
         let host = field(&self.host);
         let subject = if self.test {
             format!("[selfheal] {host}: test alert")
@@ -138,7 +142,7 @@ impl Digest {
                 .collect();
             format!("[selfheal] {host}: {}", parts.join(", "))
         };
-        truncate(&subject, MAX_SUBJECT_CHARS)
+        truncate_words(&subject, MAX_SUBJECT_CHARS)
     }
 
     /// Renders the plain text and HTML bodies. `delivery` names the path that carries this attempt.
@@ -255,7 +259,12 @@ impl Digest {
         created: SystemTime,
         delivery: &str,
     ) -> Result<Message, ComposeError> {
-        let builder = headers(config, &self.host, self.subject(), message_id, created)?;
+        let mut builder = headers(config, &self.host, self.subject(), message_id, created)?;
+        if let Some(original) = &self.in_reply_to {
+            builder = builder
+                .in_reply_to(original.clone())
+                .references(original.clone());
+        }
         let (plain, html) = self.bodies(config, delivery);
         Ok(builder.multipart(MultiPart::alternative_plain_html(plain, html))?)
     }
@@ -266,8 +275,9 @@ impl Digest {
         config: &AlertConfig,
         message_id: &str,
         created: SystemTime,
+        delivery: &str,
     ) -> WebhookMessage {
-        let (text, html) = self.bodies(config, "");
+        let (text, html) = self.bodies(config, delivery);
         // The webhook schema names a summary of held-back alerts "suppressed", and a message
         // that mixes kinds counts as a problem, the most urgent of them.
         let kind = match self.kind() {
@@ -325,8 +335,7 @@ fn item_body(config: &AlertConfig, item: &Item) -> Body {
         ItemKind::Problem => {}
         ItemKind::Reminder => {
             body.summary = format!(
-                "Reminder {}: {service} on {host} still needs you; the incident has been \
-                 open for {}. {}",
+                "Reminder {}: the incident of {service} on {host} has been open for {}. {}",
                 item.nth,
                 open_for(item.queued_at),
                 body.summary,
@@ -342,18 +351,20 @@ fn item_body(config: &AlertConfig, item: &Item) -> Body {
                 open_for(closed),
             );
             body.extra.push(("Closed", utc(closed)));
+            body.next_steps.clear();
         }
     }
     body
 }
 
-/// Drops the seconds of durations of a minute or more, so "2h 5m" reads better than
-/// "2h 5m 13s 200ms".
+/// Keeps whole seconds below an hour and whole minutes above, so "1m 37s" and "2h 5m" read
+/// better than "2h 5m 13s 200ms".
 fn round_to_minutes(duration: std::time::Duration) -> std::time::Duration {
-    if duration.as_secs() < 60 {
-        return std::time::Duration::from_secs(duration.as_secs());
+    let secs = duration.as_secs();
+    if secs < 3600 {
+        return std::time::Duration::from_secs(secs);
     }
-    std::time::Duration::from_secs(duration.as_secs() / 60 * 60)
+    std::time::Duration::from_secs(secs / 60 * 60)
 }
 
 fn count(n: usize, noun: &str) -> String {
@@ -364,11 +375,24 @@ fn count(n: usize, noun: &str) -> String {
     }
 }
 
-/// Text for the "Delivery" line: which path carries this attempt, and what happened before.
-pub fn delivery_note(channel: &str, attempt: u32, earlier: &[(String, String)]) -> String {
+/// Text for the "Delivery" line: which path carries this attempt, why the attempt before it
+/// failed, and which channels this attempt passed over.
+pub fn delivery_note(
+    channel: &str,
+    attempt: u32,
+    previous_error: Option<&str>,
+    earlier: &[(String, String)],
+) -> String {
     let mut note = format!("sent through {channel}");
     if attempt > 1 {
         let _ = write!(note, " (attempt {attempt})");
+        if let Some(error) = previous_error {
+            let _ = write!(
+                note,
+                "; the attempt before failed: {}",
+                truncate(&one_line(error), 300)
+            );
+        }
     }
     if !earlier.is_empty() {
         let skipped: Vec<String> = earlier
@@ -423,6 +447,7 @@ mod tests {
             max_per_hour: 10,
             dashboard_url: None,
             test: false,
+            in_reply_to: None,
         }
     }
 
@@ -491,10 +516,11 @@ mod tests {
         recovered.resolution = Some("recovered".into());
         let (plain, _) = digest(vec![recovered]).bodies(&config(), "");
         assert!(
-            plain.starts_with("dovecot on mail1 is healthy again (recovered). The incident selfheal alerted you about closed after 12m;"),
+            plain.starts_with("dovecot on mail1 is healthy again (recovered). The incident selfheal alerted you about closed after 12m 30s; nothing more is needed."),
             "{plain}"
         );
         assert!(plain.contains("Closed: 2024-05-01T10:12:30Z"), "{plain}");
+        assert!(!plain.contains("Next:"), "{plain}");
     }
 
     #[test]
@@ -502,9 +528,7 @@ mod tests {
         let (plain, _) = digest(vec![item(ItemKind::Reminder, "postfix", "restart failed")])
             .bodies(&config(), "");
         assert!(
-            plain.starts_with(
-                "Reminder 1: postfix on mail1 still needs you; the incident has been open for 1h."
-            ),
+            plain.starts_with("Reminder 1: the incident of postfix on mail1 has been open for 1h."),
             "{plain}"
         );
     }
@@ -559,9 +583,22 @@ mod tests {
             "{plain}"
         );
         assert_eq!(
-            test.webhook_message(&config(), "<a@b>", UNIX_EPOCH).kind,
+            test.webhook_message(&config(), "<a@b>", UNIX_EPOCH, "")
+                .kind,
             "test"
         );
+    }
+
+    #[test]
+    fn follow_up_threads() {
+        let mut recovered = digest(vec![item(ItemKind::Recovered, "postfix", "restart failed")]);
+        recovered.in_reply_to = Some("<a.1@mail1>".into());
+        let message = recovered
+            .compose(&config(), "<a.2@mail1>", UNIX_EPOCH, "")
+            .unwrap();
+        let text = String::from_utf8_lossy(&message.formatted()).into_owned();
+        assert!(text.contains("In-Reply-To: <a.1@mail1>"), "{text}");
+        assert!(text.contains("References: <a.1@mail1>"), "{text}");
     }
 
     #[test]
@@ -585,7 +622,7 @@ mod tests {
             item(ItemKind::Problem, "postfix", "restart failed"),
             item(ItemKind::Recovered, "dovecot", "down"),
         ]);
-        let message = group.webhook_message(&config(), "<a.1@mail1>", UNIX_EPOCH);
+        let message = group.webhook_message(&config(), "<a.1@mail1>", UNIX_EPOCH, "");
         assert_eq!(message.kind, "problem");
         assert_eq!(message.services.len(), 2);
         assert_eq!(message.services[1].verdict, "recovered");
@@ -596,13 +633,14 @@ mod tests {
     #[test]
     fn delivery_note_lists_earlier_channels() {
         assert_eq!(
-            delivery_note("relay a:587 (starttls)", 1, &[]),
+            delivery_note("relay a:587 (starttls)", 1, None, &[]),
             "sent through relay a:587 (starttls)"
         );
         assert_eq!(
             delivery_note(
                 "sendmail /usr/sbin/sendmail",
                 3,
+                None,
                 &[("relay 127.0.0.1:25 (none)".into(), "skipped: postfix is down".into())]
             ),
             "sent through sendmail /usr/sbin/sendmail (attempt 3); before it: relay 127.0.0.1:25 (none): skipped: postfix is down"

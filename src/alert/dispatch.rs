@@ -84,6 +84,19 @@ impl Outbox {
             return;
         };
         alert.actions = incident_actions(&self.store, incident);
+        // The close itself is recorded after this call; the mail shows it already.
+        alert
+            .actions
+            .push((at, format!("healthy again: {resolution}")));
+        if let Some(probe) = self
+            .store
+            .service_states()
+            .ok()
+            .and_then(|states| states.into_iter().find(|row| row.service == alert.service))
+            .and_then(|row| row.last_probe)
+        {
+            alert.last_probe = probe;
+        }
         let item = Item {
             kind: ItemKind::Recovered,
             alert,
@@ -301,6 +314,7 @@ impl Dispatcher {
             max_per_hour: self.config.max_per_hour,
             dashboard_url: self.dashboard_url.clone(),
             test: false,
+            in_reply_to: self.original_message(&rows),
         };
         let payload = match serde_json::to_string(&digest) {
             Ok(payload) => payload,
@@ -349,6 +363,18 @@ impl Dispatcher {
             }
             Err(error) => tracing::error!(%error, %subject, "cannot spool the alert message"),
         }
+    }
+
+    /// The Message-ID of the problem alert that follow-ups about one incident answer.
+    fn original_message(&self, rows: &[SpoolItem]) -> Option<String> {
+        let incident = rows.first()?.incident_id?;
+        let follow_ups = rows
+            .iter()
+            .all(|row| row.incident_id == Some(incident) && row.kind != "problem");
+        if !follow_ups {
+            return None;
+        }
+        self.store.problem_message_id(incident).ok().flatten()
     }
 
     fn remind(&self, incident: i64, nth: u32) {

@@ -221,7 +221,7 @@ pub(super) fn validate_message_id(id: &str) -> Result<(), ComposeError> {
 
 /// Builds `[selfheal] HOST: SERVICE VERDICT (REASON)` on one line of bounded length.
 pub fn subject(alert: &Alert) -> String {
-    let field = |text: &str| truncate(&one_line(text), MAX_SUBJECT_FIELD_CHARS);
+    let field = |text: &str| truncate_words(&one_line(text), MAX_SUBJECT_FIELD_CHARS);
 
     let mut subject = format!(
         "[selfheal] {}: {} {}",
@@ -233,7 +233,7 @@ pub fn subject(alert: &Alert) -> String {
     if !reason.is_empty() {
         subject.push_str(&format!(" ({reason})"));
     }
-    truncate(&subject, MAX_SUBJECT_CHARS)
+    truncate_words(&subject, MAX_SUBJECT_CHARS)
 }
 
 /// Replaces every control character, CR and LF included, with a space and collapses runs of
@@ -267,6 +267,23 @@ pub(super) fn truncate(text: &str, max: usize) -> String {
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// Cuts a subject or one of its fields to at most `max` characters at a word boundary, ending
+/// in "...". ASCII dots keep an otherwise ASCII subject free of RFC 2047 encoding, which some
+/// clients and ntfy's Title header show less well.
+pub(super) fn truncate_words(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let room = max.saturating_sub(3);
+    let cut: String = text.chars().take(room).collect();
+    let cut = match cut.rfind(' ') {
+        // Keep at least half of the room, or a long word would leave almost nothing.
+        Some(space) if space >= room / 2 => &cut[..space],
+        _ => cut.as_str(),
+    };
+    format!("{}...", cut.trim_end().trim_end_matches('.'))
 }
 
 /// Splits multi-line text into printable lines of bounded length.
@@ -327,7 +344,7 @@ pub(super) struct Body {
     journal: Vec<String>,
     no_journal: String,
     /// Commands the admin can run next, each with what it shows.
-    next_steps: Vec<(String, &'static str)>,
+    pub(super) next_steps: Vec<(String, &'static str)>,
 }
 
 impl Body {
@@ -387,7 +404,9 @@ impl Body {
         } else {
             format!("Last journal lines of {unit}")
         };
-        let no_journal = if config.journal_lines == 0 {
+        let no_journal = if unit.is_empty() {
+            "none: this service is managed by commands, so it has no unit journal".to_string()
+        } else if config.journal_lines == 0 {
             "journal lines are turned off (alerts.journal_lines = 0)".to_string()
         } else {
             "no journal lines were found".to_string()
@@ -497,13 +516,15 @@ impl Body {
         line(&format!("{}:", self.journal_heading));
         plain_block(&mut line, &self.journal, &self.no_journal);
 
-        line("");
-        let steps: Vec<String> = self
-            .next_steps
-            .iter()
-            .map(|(command, purpose)| format!("`{command}` {purpose}"))
-            .collect();
-        line(&format!("Next: run {}.", steps.join(" and ")));
+        if !self.next_steps.is_empty() {
+            line("");
+            let steps: Vec<String> = self
+                .next_steps
+                .iter()
+                .map(|(command, purpose)| format!("`{command}` {purpose}"))
+                .collect();
+            line(&format!("Next: run {}.", steps.join(" and ")));
+        }
         out
     }
 
@@ -517,7 +538,7 @@ impl Body {
 
     /// Appends this alert's part of the HTML body, without the document around it.
     pub(super) fn html_section(&self, out: &mut String) {
-        let _ = writeln!(out, "<p>{}</p>", escape_html(&self.summary));
+        let _ = writeln!(out, "<p>{}</p>", code_spans(&self.summary));
 
         out.push_str("<table>\n");
         for (label, value) in [
@@ -575,13 +596,30 @@ impl Body {
         let _ = writeln!(out, "<h3>{}</h3>", escape_html(&self.journal_heading));
         html_pre(out, &self.journal, &self.no_journal);
 
-        let steps: Vec<String> = self
-            .next_steps
-            .iter()
-            .map(|(command, purpose)| format!("<code>{}</code> {purpose}", escape_html(command)))
-            .collect();
-        let _ = writeln!(out, "<p>Next: run {}.</p>", steps.join(" and "));
+        if !self.next_steps.is_empty() {
+            let steps: Vec<String> = self
+                .next_steps
+                .iter()
+                .map(|(command, purpose)| {
+                    format!("<code>{}</code> {purpose}", escape_html(command))
+                })
+                .collect();
+            let _ = writeln!(out, "<p>Next: run {}.</p>", steps.join(" and "));
+        }
     }
+}
+
+/// Escapes `text` for HTML and shows each `command` in backticks as code.
+pub(super) fn code_spans(text: &str) -> String {
+    let mut out = String::new();
+    for (index, part) in escape_html(text).split('`').enumerate() {
+        if index % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// Opens an HTML mail body that reads well on a phone.
@@ -721,7 +759,21 @@ mod tests {
         let subject = subject(&alert);
 
         assert!(subject.chars().count() <= MAX_SUBJECT_CHARS, "{subject}");
-        assert!(subject.ends_with('…'), "{subject}");
+        assert!(subject.ends_with("s..."), "{subject}");
+        assert!(subject.is_ascii(), "{subject}");
+    }
+
+    #[test]
+    fn subject_cut_at_word() {
+        assert_eq!(
+            truncate_words(
+                "unit inactive, pidfile /tmp/x/filter.pid does not exist",
+                40
+            ),
+            "unit inactive, pidfile..."
+        );
+        assert_eq!(truncate_words("short", 40), "short");
+        assert_eq!(truncate_words(&"x".repeat(50), 10), "xxxxxxx...");
     }
 
     #[test]

@@ -178,8 +178,9 @@ pub fn all_channels(config: &AlertConfig) -> Vec<Channel<'_>> {
 pub trait Outgoing {
     /// The mail as this attempt sends it through `channel`, after `earlier` channels failed.
     fn mail(&self, channel: &str, earlier: &[(String, String)]) -> Result<lettre::Message, String>;
-    /// The webhook message; `None` when this message has no webhook form.
-    fn webhook(&self) -> Option<WebhookMessage>;
+    /// The webhook message as this attempt posts it to `channel`, after `earlier` channels
+    /// failed; `None` when this message has no webhook form.
+    fn webhook(&self, channel: &str, earlier: &[(String, String)]) -> Option<WebhookMessage>;
 }
 
 /// Sends through one channel and returns what it answered.
@@ -200,7 +201,7 @@ pub async fn send_via(
         }
         Channel::Webhook(hook) => {
             let message = outgoing
-                .webhook()
+                .webhook(&name, earlier)
                 .ok_or_else(|| "this message cannot be posted to a webhook".to_string())?;
             webhook::send(hook, &message).await?
         }
@@ -325,7 +326,7 @@ impl Outgoing for FixedMail<'_> {
         Ok(self.0.clone())
     }
 
-    fn webhook(&self) -> Option<WebhookMessage> {
+    fn webhook(&self, _channel: &str, _earlier: &[(String, String)]) -> Option<WebhookMessage> {
         None
     }
 }

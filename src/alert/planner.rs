@@ -217,8 +217,13 @@ impl Planner {
                 suppressed: Vec::new(),
             });
             let items: Vec<i64> = group.iter().map(|queued| queued.item).collect();
+            // Reminders give way to news: a mail of reminders alone does not use up the cap,
+            // so that a new problem can still go out. Their own schedule bounds them.
+            let only_reminders = group.iter().all(|queued| queued.kind == ItemKind::Reminder);
             if window.sent < self.limits.max_per_hour {
-                window.sent += 1;
+                if !only_reminders {
+                    window.sent += 1;
+                }
                 plans.push(Plan::Send(items));
             } else {
                 window.suppressed.extend(&items);
@@ -369,6 +374,41 @@ mod tests {
         // A new hour starts with the next message.
         planner.queue(problem(6, 6), start + 2 * HOUR);
         assert_eq!(planner.poll(start + 2 * HOUR), vec![Plan::Send(vec![6])]);
+    }
+
+    #[test]
+    fn reminders_do_not_use_up_the_cap() {
+        let start = Instant::now();
+        let mut planner = Planner::new(Limits {
+            group_window: Duration::ZERO,
+            max_per_hour: 2,
+            reminders: vec![MIN],
+            reminder_repeat: Some(MIN),
+        });
+        planner.queue(problem(1, 10), start);
+        assert_eq!(planner.poll(start), vec![Plan::Send(vec![1])]);
+        let mut next = 2;
+        for minute in 1..=5 {
+            let now = start + MIN * minute;
+            for plan in planner.poll(now) {
+                assert!(matches!(plan, Plan::Remind { .. }), "{plan:?}");
+                planner.queue(
+                    Queued {
+                        item: next,
+                        incident: Some(10),
+                        kind: ItemKind::Reminder,
+                    },
+                    now,
+                );
+                assert_eq!(planner.poll(now), vec![Plan::Send(vec![next])]);
+                next += 1;
+            }
+        }
+        // A new problem still goes out: five reminders used none of the cap.
+        let now = start + 6 * MIN;
+        planner.queue(problem(100, 20), now);
+        let plans = planner.poll(now);
+        assert!(plans.contains(&Plan::Send(vec![100])), "{plans:?}");
     }
 
     #[test]

@@ -193,12 +193,20 @@ impl Spool {
                 return;
             }
         };
+        // The query returns only the oldest pending message of each route, so one pass
+        // sends at most one message per route; the next pass follows at once when it worked.
+        let mut sent_any = false;
         for delivery in due {
-            self.attempt(delivery).await;
+            sent_any |= self.attempt(delivery).await;
+        }
+        if sent_any {
+            self.waker.wake();
         }
     }
 
-    async fn attempt(&self, delivery: DueDelivery) {
+    /// Attempts one delivery; returns whether it is done (sent or given up), so that the next
+    /// message on its route may go.
+    async fn attempt(&self, delivery: DueDelivery) -> bool {
         let digest: Digest = match serde_json::from_str(&delivery.payload) {
             Ok(digest) => digest,
             Err(error) => {
@@ -207,7 +215,7 @@ impl Spool {
                      selfheal version or damaged"
                 );
                 self.expire(&delivery, &error);
-                return;
+                return true;
             }
         };
         if delivery.outcome_unknown {
@@ -219,7 +227,7 @@ impl Spool {
         }
         if let Err(error) = self.store.delivery_started(delivery.id, SystemTime::now()) {
             tracing::error!(%error, "cannot record the alert attempt; trying later");
-            return;
+            return false;
         }
         let attempt = delivery.attempts + 1;
         let outgoing = Message {
@@ -228,6 +236,7 @@ impl Spool {
             message_id: &delivery.message_id,
             created: from_unix_ms(delivery.created_ms),
             attempt,
+            previous_error: delivery.last_error.as_deref(),
         };
         let result = if delivery.route == MAIL_ROUTE {
             let ladder = mail_ladder(&self.config);
@@ -250,7 +259,7 @@ impl Spool {
                         delivery.route
                     );
                     self.expire(&delivery, &error);
-                    return;
+                    return true;
                 }
             }
         };
@@ -274,13 +283,14 @@ impl Spool {
                     // Message-ID lets the receiver drop it.
                     tracing::error!(%error, "cannot record the sent alert; it may go out again");
                 }
+                true
             }
             Err(error) => {
                 let text = error.to_string();
                 let expires = from_unix_ms(delivery.expires_ms);
                 if now >= expires {
                     self.expire(&delivery, &text);
-                    return;
+                    return true;
                 }
                 let mut wait = backoff(
                     attempt,
@@ -303,6 +313,7 @@ impl Spool {
                 if let Err(error) = self.store.delivery_failed(delivery.id, &text, next) {
                     tracing::error!(%error, "cannot record the failed alert attempt");
                 }
+                false
             }
         }
     }
@@ -346,20 +357,28 @@ struct Message<'a> {
     message_id: &'a str,
     created: SystemTime,
     attempt: u32,
+    /// Why the attempt before this one failed.
+    previous_error: Option<&'a str>,
 }
 
 impl Outgoing for Message<'_> {
     fn mail(&self, channel: &str, earlier: &[(String, String)]) -> Result<lettre::Message, String> {
-        let note = delivery_note(channel, self.attempt, earlier);
+        let note = delivery_note(channel, self.attempt, self.previous_error, earlier);
         self.digest
             .compose(self.config, self.message_id, self.created, &note)
             .map_err(|error| format!("cannot compose the alert: {error}"))
     }
 
-    fn webhook(&self) -> Option<WebhookMessage> {
+    fn webhook(&self, channel: &str, earlier: &[(String, String)]) -> Option<WebhookMessage> {
+        // A fallback webhook says why mail did not carry the alert.
+        let note = if earlier.is_empty() && self.attempt == 1 {
+            String::new()
+        } else {
+            delivery_note(channel, self.attempt, self.previous_error, earlier)
+        };
         Some(
             self.digest
-                .webhook_message(self.config, self.message_id, self.created),
+                .webhook_message(self.config, self.message_id, self.created, &note),
         )
     }
 }

@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use crate::alert::planner::CAP_WINDOW;
 use crate::alert::{self, all_channels, new_message_id, Channel, Digest, Outgoing};
 use crate::config::{AlertConfig, Config};
-use crate::store::{AlertRow, Store};
+use crate::store::{PendingRoute, Store};
 
 use super::{time_text, EXIT_USAGE};
 
@@ -13,14 +14,23 @@ use super::{time_text, EXIT_USAGE};
 /// Exit 1 when a channel failed, 2 when `wanted` names no channel.
 pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitCode> {
     let alerts = &config.alerts;
+    // Without recipients sendmail is no channel: it is only there because the binary is
+    // installed. Relays are listed anyway, since the admin configured them.
+    let usable =
+        |channel: &Channel<'_>| !(matches!(channel, Channel::Sendmail(_)) && alerts.to.is_empty());
     let channels: Vec<Channel<'_>> = all_channels(alerts)
         .into_iter()
+        .filter(usable)
         .filter(|channel| wanted.is_none_or(|name| channel.matches(name)))
         .collect();
     if channels.is_empty() {
         match wanted {
             Some(name) => {
-                let names: Vec<String> = all_channels(alerts).iter().map(channel_key).collect();
+                let names: Vec<String> = all_channels(alerts)
+                    .into_iter()
+                    .filter(usable)
+                    .map(|channel| channel_key(&channel))
+                    .collect();
                 eprintln!(
                     "selfheal: no alert channel is named {name:?}; configured: {}",
                     if names.is_empty() {
@@ -66,6 +76,10 @@ pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitC
             }
         }
     }
+    if failed == channels.len() {
+        println!("every channel tried failed: no alert can reach you now");
+        return Ok(ExitCode::FAILURE);
+    }
     if failed > 0 {
         println!(
             "{failed} of {} channel(s) failed; alerts still go out while one channel works",
@@ -108,23 +122,37 @@ impl Outgoing for TestAlert<'_> {
             .map_err(|error| format!("cannot compose the test alert: {error}"))
     }
 
-    fn webhook(&self) -> Option<alert::WebhookMessage> {
+    fn webhook(
+        &self,
+        _channel: &str,
+        _earlier: &[(String, String)],
+    ) -> Option<alert::WebhookMessage> {
         Some(
             self.digest
-                .webhook_message(self.config, &self.message_id, self.created),
+                .webhook_message(self.config, &self.message_id, self.created, ""),
         )
     }
 }
 
-/// Prints the alerts that have not reached the admin yet, as `status` shows them.
-pub fn print_undelivered(rows: &[AlertRow]) {
+/// Prints, for each route, the alerts that have not reached the admin yet, as `status` shows
+/// them.
+pub fn print_undelivered(rows: &[PendingRoute]) {
     for row in rows {
-        println!("alert not delivered yet: {}", row.subject);
+        let reason = row.last_error.as_deref().unwrap_or("not tried yet");
+        if row.status == "expired" {
+            println!("alert expired undelivered ({}): {}", row.route, row.subject);
+            println!(
+                "  {} attempt(s) since {}: {reason}",
+                row.attempts,
+                time_text(row.created_ms)
+            );
+            continue;
+        }
+        println!("alert not delivered yet ({}): {}", row.route, row.subject);
         let next = row
             .next_attempt_ms
             .map(|ms| format!(", next attempt {}", time_text(ms)))
             .unwrap_or_default();
-        let reason = row.last_error.as_deref().unwrap_or("not tried yet");
         println!(
             "  {} attempt(s) since {}{next}: {reason}",
             row.attempts,
@@ -133,10 +161,10 @@ pub fn print_undelivered(rows: &[AlertRow]) {
     }
 }
 
-/// Reads the undelivered alerts from the state database, if it exists.
-pub fn undelivered(config: &Config) -> Vec<AlertRow> {
+/// Reads the undelivered alerts, one row per route, from the state database, if it exists.
+pub fn undelivered(config: &Config) -> Vec<PendingRoute> {
     match Store::open_existing(&config.state_db()) {
-        Ok(Some(store)) => store.undelivered_alerts().unwrap_or_else(|error| {
+        Ok(Some(store)) => store.undelivered_routes().unwrap_or_else(|error| {
             eprintln!("selfheal: cannot read the alert spool: {error:#}");
             Vec::new()
         }),
@@ -146,4 +174,29 @@ pub fn undelivered(config: &Config) -> Vec<AlertRow> {
             Vec::new()
         }
     }
+}
+
+/// Prints how many alerts the hourly cap holds back, and when their summary goes out.
+pub fn print_held(config: &Config) {
+    let Ok(Some(store)) = Store::open_existing(&config.state_db()) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let Ok(state) = store.spool_state(now - CAP_WINDOW) else {
+        return;
+    };
+    if state.suppressed.is_empty() {
+        return;
+    }
+    let cap = CAP_WINDOW.as_millis() as i64;
+    let summary_at = match state.recent_messages_ms.first() {
+        Some(first) => time_text(first + cap),
+        None => "the next minute".to_string(),
+    };
+    println!(
+        "{} alert(s) held back by the hourly limit (alerts.max_per_hour = {}); one summary \
+         lists them at {summary_at}",
+        state.suppressed.len(),
+        config.alerts.max_per_hour
+    );
 }

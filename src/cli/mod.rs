@@ -360,8 +360,14 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .find(|row| row.service.split(", ").any(|name| name == view.service))
             .map(|row| {
+                let what = if row.status == "expired" {
+                    "alert expired undelivered"
+                } else {
+                    "alert not delivered yet"
+                };
                 format!(
-                    "alert not delivered yet: {}",
+                    "{what} ({}): {}",
+                    row.route,
                     row.last_error.as_deref().unwrap_or("not tried yet")
                 )
             });
@@ -396,6 +402,7 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         println!();
         alert::print_undelivered(&undelivered);
     }
+    alert::print_held(config);
     Ok(ExitCode::SUCCESS)
 }
 

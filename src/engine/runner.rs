@@ -320,10 +320,15 @@ impl ServiceRunner {
                 reason.to_string(),
             ),
         };
+        // A service managed by commands has no unit: its start command is no name for it.
+        let unit = match &self.target {
+            Target::Unit(unit) => unit.clone(),
+            Target::Commands(_) => String::new(),
+        };
         let job = AlertJob {
             incident: self.incident,
             service: self.service.clone(),
-            unit: self.target.label(),
+            unit,
             verdict,
             reason: reason.to_string(),
             headline,

@@ -87,6 +87,23 @@ pub struct AlertRow {
     pub next_attempt_ms: Option<i64>,
 }
 
+/// One route of a message that has not delivered it, for `selfheal status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingRoute {
+    pub subject: String,
+    /// Services the message names.
+    pub service: String,
+    /// `mail` or `webhook NAME`.
+    pub route: String,
+    /// pending, or expired: given up.
+    pub status: String,
+    pub attempts: u32,
+    pub created_ms: i64,
+    /// Next attempt while pending.
+    pub next_attempt_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
 /// Spool contents the planner needs to pick up where it stopped.
 #[derive(Debug, Clone, Default)]
 pub struct SpoolState {
@@ -174,6 +191,21 @@ impl Store {
         Ok(row)
     }
 
+    /// Returns the Message-ID of the message that carried the latest problem of `incident`.
+    pub fn problem_message_id(&self, incident: i64) -> anyhow::Result<Option<String>> {
+        let conn = self.conn();
+        let id = conn
+            .query_row(
+                "SELECT a.message_id FROM alert_items ai JOIN alerts a ON a.id = ai.alert_id
+                 WHERE ai.incident_id = ?1 AND ai.kind = 'problem'
+                 ORDER BY ai.id DESC LIMIT 1",
+                params![incident],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(id)
+    }
+
     /// Stores a message carrying `items`, with one pending delivery per route due at once.
     /// Returns the message's row id.
     pub fn spool_message(&self, message: &NewMessage<'_>) -> anyhow::Result<i64> {
@@ -212,6 +244,13 @@ impl Store {
             tx.execute(
                 "INSERT INTO alert_deliveries (alert_id, route, next_attempt_ms) VALUES (?1, ?2, ?3)",
                 params![alert, route, created],
+            )?;
+            // An older message still waiting on this route is tried again now, ahead of this
+            // one, instead of holding it back until its own retry.
+            tx.execute(
+                "UPDATE alert_deliveries SET next_attempt_ms = MIN(next_attempt_ms, ?3)
+                 WHERE route = ?1 AND status = 'pending' AND alert_id < ?2",
+                params![route, alert, created],
             )?;
         }
         if message.routes.is_empty() {
@@ -253,6 +292,11 @@ impl Store {
                     a.kind, a.message_id, a.created_ms, a.expires_ms, a.payload
              FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
              WHERE d.status = 'pending' AND d.next_attempt_ms <= ?1
+               -- Messages on one route go out in order, so a recovery never overtakes the
+               -- alert it closes.
+               AND NOT EXISTS (SELECT 1 FROM alert_deliveries o
+                               WHERE o.route = d.route AND o.status = 'pending'
+                                 AND o.alert_id < d.alert_id)
              ORDER BY d.alert_id, d.id",
         )?;
         let rows = stmt.query_map(params![unix_ms(now)], |row| {
@@ -384,6 +428,40 @@ impl Store {
         let mut rows = self.alert_rows("WHERE a.status = 'pending'", usize::MAX >> 1)?;
         rows.reverse();
         Ok(rows)
+    }
+
+    /// Each route still trying to deliver its message, and each route that gave up on a
+    /// message about an incident still open, oldest first.
+    pub fn undelivered_routes(&self) -> anyhow::Result<Vec<PendingRoute>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.subject, a.service, d.route, d.status, d.attempts, a.created_ms,
+                    d.next_attempt_ms, d.last_error
+             FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+             WHERE d.status = 'pending'
+                OR (d.status = 'expired' AND EXISTS (
+                        SELECT 1 FROM alert_items ai JOIN incidents i ON i.id = ai.incident_id
+                        WHERE ai.alert_id = a.id AND i.closed_ms IS NULL))
+             ORDER BY a.id, d.id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let status: String = row.get(3)?;
+            Ok(PendingRoute {
+                subject: row.get(0)?,
+                service: row.get(1)?,
+                route: row.get(2)?,
+                next_attempt_ms: if status == "pending" {
+                    row.get(6)?
+                } else {
+                    None
+                },
+                status,
+                attempts: row.get(4)?,
+                created_ms: row.get(5)?,
+                last_error: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     fn alert_rows(&self, filter: &str, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
@@ -576,6 +654,32 @@ mod tests {
             "sent"
         );
         assert_eq!(store.next_delivery_due().unwrap(), None);
+    }
+
+    #[test]
+    fn route_keeps_message_order() {
+        let store = Store::open_in_memory().unwrap();
+        let routes = vec!["mail".to_string()];
+        store.spool_message(&message(&[], &routes, 0)).unwrap();
+        let first = store.due_deliveries(at(0)).unwrap().remove(0);
+        store.delivery_started(first.id, at(0)).unwrap();
+        store.delivery_failed(first.id, "refused", at(600)).unwrap();
+
+        // A newer message on the same route waits for the older one, which is due again now.
+        let mut second = message(&[], &routes, 10);
+        second.message_id = "<m2@host>";
+        store.spool_message(&second).unwrap();
+        let due = store.due_deliveries(at(10)).unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(due[0].message_id, "<m1@host>");
+
+        store.delivery_started(due[0].id, at(10)).unwrap();
+        store
+            .delivery_sent(due[0].id, "relay a", "250 ok", at(11))
+            .unwrap();
+        let due = store.due_deliveries(at(11)).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].message_id, "<m2@host>");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 mod alerts;
 
-pub use alerts::{AlertRow, DueDelivery, NewMessage, SpoolItem, SpoolState};
+pub use alerts::{AlertRow, DueDelivery, NewMessage, PendingRoute, SpoolItem, SpoolState};
 
 /// Migrations in order; entry N brings the schema from version N to N + 1.
 const MIGRATIONS: &[&str] = &[

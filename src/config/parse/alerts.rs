@@ -42,6 +42,12 @@ const MAX_GROUP_WINDOW: Duration = Duration::from_secs(600);
 /// Shortest `expire_after`, so that at least a few retries fit.
 const MIN_EXPIRY: Duration = Duration::from_secs(600);
 
+/// Shortest `retry_initial`: faster retries only flood the log and the relay.
+const MIN_RETRY: Duration = Duration::from_secs(1);
+
+/// Shortest reminder offset and `reminder_repeat`.
+const MIN_REMINDER: Duration = Duration::from_secs(60);
+
 const RELAY_KEYS: Keys = &[
     ("host", r#"host = "smtp.example.net""#),
     ("port", "port = 587"),
@@ -130,7 +136,7 @@ impl Checker<'_> {
                 "reminder_repeat" => match entry.node.value().and_then(Value::as_bool) {
                     Some(false) => alerts.reminder_repeat = None,
                     _ => {
-                        if let Some(repeat) = self.duration(&entry, false) {
+                        if let Some(repeat) = self.at_least(&entry, MIN_REMINDER) {
                             alerts.reminder_repeat = Some(repeat);
                         }
                     }
@@ -141,13 +147,13 @@ impl Checker<'_> {
                     }
                 }
                 "retry_initial" => {
-                    if let Some(initial) = self.duration(&entry, false) {
+                    if let Some(initial) = self.at_least(&entry, MIN_RETRY) {
                         alerts.retry_initial = initial;
                     }
                 }
                 "retry_max" => {
                     retry_max_line = Some(entry.line);
-                    if let Some(max) = self.duration(&entry, false) {
+                    if let Some(max) = self.at_least(&entry, MIN_RETRY) {
                         alerts.retry_max = max;
                     }
                 }
@@ -172,6 +178,19 @@ impl Checker<'_> {
             }
         }
         if let Some(line) = retry_max_line {
+            if alerts.retry_max > alerts.expire_after {
+                self.warn(
+                    line,
+                    &join_key(&field.path, "retry_max"),
+                    format!(
+                        "retry_max {} is longer than expire_after {}, so an alert may expire \
+                         before its next retry",
+                        humantime::format_duration(alerts.retry_max),
+                        humantime::format_duration(alerts.expire_after)
+                    ),
+                    example_of(ALERT_KEYS, "retry_max"),
+                );
+            }
             if alerts.retry_max < alerts.retry_initial {
                 self.error(
                     line,
@@ -292,6 +311,23 @@ impl Checker<'_> {
         }
     }
 
+    /// Reads a duration of at least `floor`.
+    fn at_least(&mut self, field: &Field<'_>, floor: Duration) -> Option<Duration> {
+        let duration = self.duration(field, false)?;
+        if duration < floor {
+            self.invalid(
+                field,
+                format!(
+                    "{} is too short; use at least {}",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(floor)
+                ),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
     /// Reads `reminders`: false, or an array of increasing durations.
     fn reminders(&mut self, field: &Field<'_>) -> Option<Vec<Duration>> {
         if field.node.value().and_then(Value::as_bool) == Some(false) {
@@ -306,7 +342,7 @@ impl Checker<'_> {
         };
         let mut reminders: Vec<Duration> = Vec::new();
         for element in &elements {
-            let reminder = self.duration(element, false)?;
+            let reminder = self.at_least(element, MIN_REMINDER)?;
             if let Some(previous) = reminders.last() {
                 if reminder <= *previous {
                     self.invalid(

@@ -372,6 +372,20 @@ impl<'t> Checker<'t> {
                 return None;
             }
         };
+        let vague_unit = text
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .find(|unit| matches!(*unit, "M" | "month" | "months" | "y" | "year" | "years"));
+        if let Some(unit) = vague_unit {
+            self.invalid(
+                field,
+                format!(
+                    "invalid duration \"{text}\": the unit \"{unit}\" means months or years, \
+                     which have no fixed length (\"M\" is months, not minutes); write days \
+                     (\"30d\") or minutes (\"30min\")"
+                ),
+            );
+            return None;
+        }
         match humantime::parse_duration(text) {
             Ok(duration) if duration.is_zero() && !allow_zero => {
                 self.invalid(

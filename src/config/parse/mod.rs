@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{ImDocument, Table};
 
+use crate::config::ServiceConfig;
+use crate::probe::Endpoint;
+
 use self::checker::{Checker, Keys};
 use self::services::TIMING_KEYS;
 use super::presets;
@@ -108,6 +111,18 @@ impl Checker<'_> {
                 "[services.postfix]",
             );
         }
+        if let Some(field) = &alerts_field {
+            if only_through_local_postfix(&alerts, &services) {
+                self.warn(
+                    field.line,
+                    "alerts",
+                    "every alert channel hands mail to this host's Postfix, so no alert can \
+                     go out while Postfix is down; add a relay on another host or a webhook"
+                        .to_string(),
+                    r#"[[alerts.relay]] host = "smtp.example.net""#,
+                );
+            }
+        }
 
         Config {
             path: Some(self.file.clone()),
@@ -121,4 +136,38 @@ impl Checker<'_> {
             warnings: Vec::new(),
         }
     }
+}
+
+/// Whether alert mail can only leave through the watched Postfix: every relay is on this host
+/// at a port Postfix serves, and there is no webhook.
+fn only_through_local_postfix(alerts: &AlertConfig, services: &[ServiceConfig]) -> bool {
+    let Some(postfix) = services
+        .iter()
+        .find(|service| service.preset.as_deref() == Some("postfix"))
+    else {
+        return false;
+    };
+    if alerts.to.is_empty() || !alerts.webhooks.is_empty() || !alerts.has_mail_channel() {
+        return false;
+    }
+    let mut ports = vec![25, 465, 587];
+    ports.extend(
+        postfix
+            .probes
+            .iter()
+            .filter_map(|probe| match probe.endpoint {
+                Some(Endpoint::Tcp { port, .. }) => Some(port),
+                _ => None,
+            }),
+    );
+    let local = |host: &str| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    };
+    alerts
+        .relays
+        .iter()
+        .all(|relay| local(&relay.host) && ports.contains(&relay.port))
 }

@@ -2374,6 +2374,13 @@ fn alert_limits_out_of_range() {
         ("group_window = \"1h\"", "use at most 10m"),
         ("expire_after = \"1min\"", "leaves no time for retries"),
         ("retry_initial = \"0s\"", "greater than zero"),
+        (
+            "retry_initial = \"1ms\"",
+            "1ms is too short; use at least 1s",
+        ),
+        ("reminder_repeat = \"1s\"", "use at least 1m"),
+        ("reminders = [\"30s\"]", "use at least 1m"),
+        ("retry_max = \"30M\"", "\"M\" is months, not minutes"),
     ] {
         let error = single(&format!("[alerts]\nsendmail = false\n{line}\n"));
         assert_eq!(error.line, 3, "{line}");
@@ -2465,4 +2472,35 @@ fn relay_ca_file_without_tls_warns() {
         warning.message.contains("no effect with tls = \"none\""),
         "{warning}"
     );
+}
+
+#[test]
+fn alerts_only_through_local_postfix_warn() {
+    let local = "[alerts]\nfrom = \"a@b.example\"\nto = [\"c@d.example\"]\nsendmail = false\n\
+                 [[alerts.relay]]\nhost = \"127.0.0.1\"\ntls = \"none\"\n\
+                 [services.postfix]\n";
+    let config = ok(local);
+    let warning = config
+        .warnings
+        .iter()
+        .find(|warning| warning.key == "alerts")
+        .expect("a warning about local alert channels");
+    assert_eq!(warning.line, 1);
+    assert!(
+        warning
+            .message
+            .contains("no alert can go out while Postfix is down"),
+        "{warning}"
+    );
+
+    let outside = local.replace("127.0.0.1", "smtp.example.net");
+    assert!(!ok(&outside)
+        .warnings
+        .iter()
+        .any(|warning| warning.key == "alerts"));
+    let unwatched = local.replace("[services.postfix]\n", "[services.dovecot]\n");
+    assert!(!ok(&unwatched)
+        .warnings
+        .iter()
+        .any(|warning| warning.key == "alerts"));
 }
