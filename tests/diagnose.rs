@@ -262,3 +262,86 @@ fn full_spool_filesystem() {
     );
     assert_eq!(full["blocks_restart"], true);
 }
+
+/// Boots a rig running Postfix and the SMTP sink, with selfheal in heal mode alerting the sink.
+fn heal_rig(name: &str) -> (Rig, String) {
+    let rig = Rig::boot(name);
+    rig.start_units(&["dbus.socket", "postfix@-.service"]);
+    rig.start_smtp_sink("127.0.0.1:2525");
+    let config = rig.dir().join("selfheal.toml").display().to_string();
+    let text = format!(
+        "interval = \"3s\"\nverify_after = \"1s\"\nretry_interval = \"1s\"\n\
+         state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n\
+         [alerts]\nfrom = \"selfheal@rig.test\"\nto = [\"admin@rig.test\"]\nsendmail = false\n\
+         group_window = \"0s\"\n\n\
+         [[alerts.relay]]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\n\n\
+         [services.postfix]\n",
+        rig.dir().join("state").display(),
+        rig.dir().join("control.sock").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    (rig, config)
+}
+
+fn restarts_of(rig: &Rig, config: &str, service: &str) -> usize {
+    let output = rig.exec(&[SELFHEAL, "-c", config, "incidents", "--json"]);
+    let incidents: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    incidents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|incident| incident["incident"]["service"] == service)
+        .flat_map(|incident| incident["events"].as_array().cloned().unwrap_or_default())
+        .filter(|event| event["kind"] == "restart_issued")
+        .count()
+}
+
+#[test]
+fn full_disk_blocks_restart_until_space_returns() {
+    let (rig, config) = heal_rig("diag-disk-heal");
+    rig.wait_until(
+        "selfheal sees postfix healthy",
+        Duration::from_secs(30),
+        || {
+            let status = rig.exec(&[SELFHEAL, "-c", &config, "status"]);
+            String::from_utf8_lossy(&status.stdout).contains(" healthy ")
+        },
+    );
+    // Fill the disk first, so that selfheal, woken by the stop, already finds it full. The
+    // tmpfs leaves room for what Debian's Postfix copies into its chroot when it starts.
+    rig.sh("cp -a /var/spool/postfix /tmp/spool-copy && \
+         mount -t tmpfs -o size=64m tmpfs /var/spool/postfix && \
+         cp -a /tmp/spool-copy/. /var/spool/postfix/ && \
+         dd if=/dev/zero of=/var/spool/postfix/filler bs=64k 2>/dev/null; true");
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "postfix@-.service"]);
+
+    rig.wait_until("the disk-full alert", Duration::from_secs(60), || {
+        !rig.received_mail().is_empty()
+    });
+    let mail = rig.received_mail().remove(0);
+    // Undo quoted-printable soft line breaks and folded header lines.
+    let unfolded = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("\r\n ", " ")
+        .replace("\n ", " ");
+    assert!(
+        unfolded.contains("postfix not restarted (disk full on /var/spool/postfix"),
+        "{unfolded}"
+    );
+    assert!(
+        unfolded.contains("Next: free space on /var/spool/postfix"),
+        "{unfolded}"
+    );
+    // Three more checks: still full, so still no restart and no second mail.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(restarts_of(&rig, &config, "postfix"), 0);
+    assert_eq!(rig.received_mail().len(), 1);
+
+    rig.sh("rm -f /var/spool/postfix/filler");
+    rig.wait_until("postfix healed", Duration::from_secs(60), || {
+        rig.banner(25).is_some_and(|line| line.starts_with("220"))
+    });
+    assert_eq!(restarts_of(&rig, &config, "postfix"), 1);
+}

@@ -74,10 +74,14 @@ pub fn finding(command: &str, status: &str, output: &str) -> Finding {
     };
     let next_step = match &located {
         Some(location) => format!(
-            "fix line {} of {}, check it with `{command}`, then run `selfheal restart SERVICE`",
+            "fix line {} of {} and check it with `{command}`; selfheal restarts the service \
+             once the test passes, or run `selfheal restart SERVICE`",
             location.line, location.file
         ),
-        None => format!("run `{command}`, fix what it reports, then `selfheal restart SERVICE`"),
+        None => format!(
+            "run `{command}` and fix what it reports; selfheal restarts the service once the \
+             test passes, or run `selfheal restart SERVICE`"
+        ),
     };
     let mut evidence = vec![format!("`{command}` {status}")];
     evidence.extend(lines);
@@ -86,8 +90,8 @@ pub fn finding(command: &str, status: &str, output: &str) -> Finding {
         .blocking()
 }
 
-/// The lines of a config test's output that report a problem, most telling first. Falls back
-/// to the last lines when none carries a known marker.
+/// Returns the lines of a config test's output that report a problem, most telling first, or
+/// the last lines when none carries a known marker.
 fn error_lines(output: &str) -> Vec<String> {
     const MARKERS: &[&str] = &[
         "fatal",

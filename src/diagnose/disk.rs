@@ -66,7 +66,7 @@ impl Usage {
             .min(100)
     }
 
-    /// Whether space or inodes are below the thresholds.
+    /// Returns whether space or inodes are below the thresholds.
     pub fn is_full(&self) -> bool {
         let space_floor = (self.total_bytes / 100 * MIN_FREE_PERCENT).min(MIN_FREE_BYTES);
         let inode_floor = self.total_inodes / 100 * MIN_FREE_PERCENT;

@@ -9,7 +9,7 @@ use super::config_test::locate;
 use super::{Cause, Finding};
 use crate::manager::UnitStatus;
 
-/// What the journal showed.
+/// Findings of a journal scan.
 #[derive(Debug, Default)]
 pub struct Scan {
     pub findings: Vec<Finding>,
@@ -44,14 +44,14 @@ pub fn scan(lines: &[String]) -> Scan {
     scan
 }
 
-/// The message part of a journal line in `short-iso` form: what follows `PROGRAM[PID]: `.
+/// Returns the message part of a journal line in `short-iso` form: what follows `PROGRAM[PID]: `.
 fn message_of(line: &str) -> &str {
     line.split_once("]: ")
         .map(|(_, message)| message)
         .unwrap_or(line)
 }
 
-/// The port of a failed bind, in the forms Postfix (`bind 127.0.0.1 port 25: ...`), Dovecot
+/// Returns the port of a failed bind, in the forms Postfix (`bind 127.0.0.1 port 25: ...`), Dovecot
 /// (`bind(0.0.0.0, 143) failed: ...`), nginx (`bind() to 0.0.0.0:80 failed`) and MariaDB
 /// (`Can't start server: Bind on TCP/IP port. ... port: 3306`) print.
 pub fn port_in(text: &str) -> Option<u16> {
@@ -146,7 +146,7 @@ fn corrupt_data(text: &str, line: &str) -> Option<Finding> {
     None
 }
 
-/// The first text in single quotes, as MariaDB quotes table and file names.
+/// Returns the first text in single quotes, as MariaDB quotes table and file names.
 fn quoted(text: &str) -> Option<&str> {
     let (_, rest) = text.split_once('\'')?;
     let (inside, _) = rest.split_once('\'')?;
@@ -181,7 +181,7 @@ fn config_error(text: &str, line: &str) -> Option<Finding> {
     )
 }
 
-/// A socket or file the daemon cannot create: "Unable to bind to port
+/// Recognises a socket or file the daemon cannot create: "Unable to bind to port
 /// local:/var/spool/postfix/opendkim/opendkim.sock: No such file or directory" (OpenDKIM), or
 /// a "Permission denied" on a path.
 fn socket_path(text: &str, line: &str) -> Option<Finding> {
@@ -233,7 +233,7 @@ fn out_of_memory(line: &str) -> Finding {
     .with_evidence([line])
 }
 
-/// What systemd recorded about how the unit ended: the OOM killer, a missing program (exit
+/// Reports what systemd recorded about how the unit ended: the OOM killer, a missing program (exit
 /// status 203/EXEC) or user (217/USER), or plain exit codes when nothing else is known.
 pub fn from_unit(unit: &UnitStatus, journal: &[String]) -> Vec<Finding> {
     let evidence: Vec<&String> = journal

@@ -1,4 +1,4 @@
-//! What selfheal knows about each covered service for a diagnosis: its config test, the
+//! Facts about each covered service that a diagnosis uses: its config test, the
 //! directories it must write to, and the covered services it needs.
 
 use std::path::Path;
@@ -7,7 +7,7 @@ use super::{Cause, Finding};
 use crate::config::ServiceConfig;
 use crate::store::ServiceStateRow;
 
-/// The config test commands of a preset, each run without a shell. A failing command means
+/// Returns the config test commands of a preset, each run without a shell. A failing command means
 /// the config is broken. Postfix needs two: `postfix check` finds problems of files and
 /// permissions, while only `postconf` prints the broken line of `main.cf`.
 pub fn config_tests(preset: &str) -> &'static [&'static [&'static str]] {
@@ -24,6 +24,16 @@ pub fn config_tests(preset: &str) -> &'static [&'static [&'static str]] {
         "fail2ban" => &[&["fail2ban-client", "-t"]],
         _ => &[],
     }
+}
+
+/// Returns whether the preset's config test takes well under a second, so it can run before every
+/// restart. `spamassassin --lint` compiles every rule set and `fail2ban-client -t` starts a
+/// Python interpreter, so those run only once a restart has failed.
+pub fn quick_config_test(preset: &str) -> bool {
+    matches!(
+        preset,
+        "postfix" | "dovecot" | "opendkim" | "nginx" | "apache" | "unbound" | "rsyslog"
+    )
 }
 
 /// Directories a preset writes to: its queue, data and logs, and the temporary directory.
@@ -71,7 +81,7 @@ fn postfix_uses_mysql(main_cf: &Path) -> bool {
     })
 }
 
-/// Whether the first nameserver of resolv.conf is this host.
+/// Returns whether the first nameserver of resolv.conf is this host.
 fn resolves_locally(resolv_conf: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(resolv_conf) else {
         return false;

@@ -27,7 +27,7 @@ pub const MAX_EVIDENCE_LINES: usize = 8;
 /// Maximum length of one evidence line in characters.
 const MAX_EVIDENCE_CHARS: usize = 300;
 
-/// What went wrong, as a type the policy, the alert and the dashboard can act on.
+/// Kind of problem found, as a type the policy, the alert and the dashboard can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
@@ -85,7 +85,7 @@ pub struct Finding {
     pub summary: String,
     /// The lines that prove it, trimmed, at most [`MAX_EVIDENCE_LINES`].
     pub evidence: Vec<String>,
-    /// What the admin should do next.
+    /// The admin's next step.
     pub next_step: String,
     /// A restart cannot help until the admin acts.
     pub blocks_restart: bool,
@@ -138,7 +138,7 @@ pub fn clean_line(line: &str) -> String {
     }
 }
 
-/// What the diagnosis looks at, gathered by the caller.
+/// Evidence the diagnosis reads, gathered by the caller.
 pub struct Evidence<'a> {
     pub service: &'a ServiceConfig,
     /// The unit's state, when the service has a unit and it could be read.
@@ -179,7 +179,7 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
         findings.extend(journal::from_unit(unit, evidence.journal));
     }
 
-    // Next steps name the service and the unit where the checks could only say SERVICE and UNIT.
+    // The checks write SERVICE and UNIT in next steps; put in the real names.
     for finding in &mut findings {
         finding.next_step = finding.next_step.replace(
             "selfheal restart SERVICE",
@@ -201,6 +201,21 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
         findings.retain(|finding| finding.cause != Cause::Exited);
     }
     findings
+}
+
+/// Finds what keeps a restart of a service that is down from helping: a full filesystem, a
+/// port of its probes held by another program, and a failing config test where the test is
+/// quick. Runs before every automatic restart and while the service waits for the admin, so
+/// it leaves out the slow checks.
+pub async fn blockers(service: &ServiceConfig, unit_name: Option<&str>) -> Vec<Finding> {
+    let preset = service.preset.as_deref().unwrap_or("");
+    let mut found = disk::check_service(service);
+    found.extend(ports::explain(service, &[], unit_name));
+    if service.config_test.is_some() || knowledge::quick_config_test(preset) {
+        found.extend(config_test::run(service).await);
+    }
+    found.retain(|finding| finding.blocks_restart);
+    found
 }
 
 /// Keeps the first finding of each cause, except causes that can come more than once (two

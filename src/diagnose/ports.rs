@@ -43,7 +43,7 @@ pub fn listening_inodes(table: &str, port: u16) -> BTreeSet<u64> {
         .collect()
 }
 
-/// The processes that hold a listening socket on `port`, found below `proc` (normally
+/// Finds the processes that hold a listening socket on `port`, found below `proc` (normally
 /// `/proc`).
 pub fn holders(proc: &Path, port: u16) -> Vec<Holder> {
     let mut inodes = BTreeSet::new();
@@ -101,7 +101,7 @@ pub fn holders(proc: &Path, port: u16) -> Vec<Holder> {
     found
 }
 
-/// Whether `cgroup` is the cgroup of systemd unit `unit` or one below it. systemd names a
+/// Returns whether `cgroup` is the cgroup of systemd unit `unit` or one below it. systemd names a
 /// service's cgroup after the unit, inside its slice: `/system.slice/dovecot.service`,
 /// `/system.slice/system-postfix.slice/postfix@-.service`.
 fn in_unit(cgroup: &str, unit: &str) -> bool {
@@ -129,7 +129,7 @@ fn explain_in(
         .iter()
         .map(|(port, line)| (*port, Some(line)))
         .collect();
-    // Without a unit, a holder of a probe port cannot be told from the service itself.
+    // Without a unit, a holder of a probe port cannot be distinguished from the service.
     if unit.is_some() {
         for probe in &service.probes {
             if let Some(Endpoint::Tcp { port, .. }) = &probe.endpoint {
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn holder_outside_the_unit_blocks() {
-        // A listener in this test process stands in for another program.
+        // A listener in this test process plays the other program.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let line = format!("Error: bind(0.0.0.0, {port}) failed: Address already in use");

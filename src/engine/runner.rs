@@ -9,10 +9,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::events::record;
 use super::notify::{AlertJob, AlertSender};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
+use crate::config::Mode;
 use crate::config::ServiceConfig;
 use crate::diagnose::{Evidence, Finding};
 use crate::manager::{Managers, Target};
-use crate::policy::{Command, Decision, Event, Input, Observation, Phase, ServicePolicy};
+use crate::policy::{Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy};
 use crate::probe;
 use crate::store::{unix_ms, ServiceStateRow, Store};
 
@@ -186,7 +187,20 @@ impl ServiceRunner {
 
     /// Observes, decides and acts once. Returns the time of the next check the policy requests.
     pub async fn check(&mut self) -> Option<Instant> {
-        let observation = observe(&self.managers, &self.target, &self.service).await;
+        let mut observation = observe(&self.managers, &self.target, &self.service).await;
+        // A service that is down in heal mode is about to be restarted, or waits for a
+        // blocker to go away: look for what a restart cannot fix.
+        if self.service.mode == Mode::Heal && observation.health() == Health::Dead {
+            let unit = match &self.target {
+                Target::Unit(unit) => Some(unit.as_str()),
+                Target::Commands(_) => None,
+            };
+            observation.blockers = crate::diagnose::blockers(&self.service, unit)
+                .await
+                .into_iter()
+                .map(|finding| finding.summary)
+                .collect();
+        }
         tracing::debug!(
             service = %self.service.name,
             unit = %observation.unit_state(),

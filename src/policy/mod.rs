@@ -344,6 +344,7 @@ impl ServicePolicy {
                 saw_systemd_working: false,
             });
             if let Some(verdict) = verdict.filter(|v| v.needs_attention()) {
+                policy.blocked = verdict == Verdict::NotRestarted;
                 policy.phase = Phase::NeedsAttention { verdict, reason };
             }
         }

@@ -710,3 +710,96 @@ fn verdict_text_round_trips() {
     }
     assert_eq!(Verdict::parse("exploded"), None);
 }
+
+fn failed_blocked(blocker: &str) -> Input {
+    Input::Checked(Observation {
+        unit: Ok(unit("failed", "failed", 0)),
+        probes: vec![probe(false)],
+        blockers: vec![blocker.to_string()],
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocker_skips_restart_and_alerts_once() {
+    let mut policy = heal();
+    let disk = "disk full on /var (100 %, 0 B free, 12 inodes left)";
+    let down = after(&mut policy, 0, failed_blocked(disk)).await;
+    assert_eq!(restarts(&down), 0);
+    assert_eq!(alerts(&down), vec![Verdict::NotRestarted]);
+    assert!(down.events.iter().any(|event| matches!(
+        event,
+        Event::RestartSkipped { reason } if reason.contains(disk)
+    )));
+    assert_eq!(policy.phase().label(), "needs attention");
+
+    // Still full: no restart, no second alert, for as long as it lasts.
+    for _ in 0..10 {
+        let again = after(&mut policy, 30, failed_blocked(disk)).await;
+        assert_eq!(restarts(&again), 0);
+        assert!(alerts(&again).is_empty());
+    }
+
+    // Space is back: restarted at once, within the same incident.
+    let freed = after(&mut policy, 30, failed()).await;
+    assert_eq!(restarts(&freed), 1);
+    assert!(freed
+        .events
+        .iter()
+        .any(|event| matches!(event, Event::BlockerCleared { blocker } if blocker == disk)));
+    after(&mut policy, 1, restart_ok()).await;
+    let healed = after(&mut policy, 5, healthy()).await;
+    assert!(healed.events.iter().any(|event| matches!(
+        event,
+        Event::IncidentClosed {
+            verdict: Verdict::Healed,
+            ..
+        }
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_after_blocker_that_fails_alerts_again() {
+    let mut policy = heal();
+    after(
+        &mut policy,
+        0,
+        failed_blocked("config error: main.cf line 5"),
+    )
+    .await;
+    let freed = after(&mut policy, 30, failed()).await;
+    assert_eq!(restarts(&freed), 1);
+    after(&mut policy, 1, restart_ok()).await;
+    let failed_again = after(&mut policy, 31, failed()).await;
+    assert_eq!(alerts(&failed_again), vec![Verdict::RestartFailed]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_mode_ignores_blockers() {
+    let mut policy = ServicePolicy::new(Mode::Watch, true, Recovery::default());
+    let down = after(&mut policy, 0, failed_blocked("disk full on /var")).await;
+    assert_eq!(alerts(&down), vec![Verdict::Down]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restored_blocked_incident_restarts_when_clear() {
+    let restored = Restored {
+        open_incident: Some((
+            Some(Verdict::NotRestarted),
+            "disk full on /var".into(),
+            true,
+            Duration::from_secs(600),
+        )),
+        ..Restored::default()
+    };
+    let mut policy = ServicePolicy::restore(
+        Mode::Heal,
+        true,
+        Recovery::default(),
+        restored,
+        Instant::now(),
+    );
+    let still = after(&mut policy, 0, failed_blocked("disk full on /var")).await;
+    assert_eq!(restarts(&still), 0);
+    let clear = after(&mut policy, 30, failed()).await;
+    assert_eq!(restarts(&clear), 1);
+}

@@ -2504,3 +2504,19 @@ fn alerts_only_through_local_postfix_warn() {
         .iter()
         .any(|warning| warning.key == "alerts"));
 }
+
+#[test]
+fn custom_config_test() {
+    let config = ok("[services.ai-filter]\nunit = \"ai-filter.service\"\n\
+                     config_test = [\"/usr/sbin/ai-filter\", \"--check-config\"]\n");
+    assert_eq!(
+        config.services[0].config_test,
+        Some(vec![
+            "/usr/sbin/ai-filter".to_string(),
+            "--check-config".to_string()
+        ])
+    );
+    let error = single("[services.ai-filter]\nunit = \"ai-filter.service\"\nconfig_test = 5\n");
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "services.ai-filter.config_test");
+}
