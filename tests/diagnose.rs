@@ -345,3 +345,123 @@ fn full_disk_blocks_restart_until_space_returns() {
     });
     assert_eq!(restarts_of(&rig, &config, "postfix"), 1);
 }
+
+/// Boots a rig running `unit` and the SMTP sink, with selfheal healing `service`.
+fn heal_rig_for(name: &str, unit: &str, service: &str) -> (Rig, String) {
+    let rig = Rig::boot(name);
+    rig.start_units(&["dbus.socket", unit]);
+    rig.start_smtp_sink("127.0.0.1:2525");
+    let config = rig.dir().join("selfheal.toml").display().to_string();
+    let text = format!(
+        "interval = \"3s\"\nverify_after = \"1s\"\nverify_timeout = \"10s\"\n\
+         retry_interval = \"1s\"\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n\
+         [alerts]\nfrom = \"selfheal@rig.test\"\nto = [\"admin@rig.test\"]\nsendmail = false\n\
+         group_window = \"0s\"\n\n\
+         [[alerts.relay]]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\n\n\
+         [services.{service}]\n",
+        rig.dir().join("state").display(),
+        rig.dir().join("control.sock").display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    rig.wait_until(
+        &format!("selfheal sees {service} healthy"),
+        Duration::from_secs(30),
+        || {
+            let status = rig.exec(&[SELFHEAL, "-c", &config, "status"]);
+            String::from_utf8_lossy(&status.stdout).contains(" healthy ")
+        },
+    );
+    (rig, config)
+}
+
+/// The only alert mail received, unfolded, after two more check intervals to catch a second.
+fn only_alert(rig: &Rig) -> String {
+    rig.wait_until("the alert", Duration::from_secs(60), || {
+        !rig.received_mail().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(7));
+    let mails = rig.received_mail();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    mails[0]
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("\r\n ", " ")
+        .replace("\n ", " ")
+        .replace("=3D", "=")
+}
+
+#[test]
+fn broken_dovecot_config_is_alerted_without_restart() {
+    let (rig, config) = heal_rig_for("diag-dovecot-heal", "dovecot.service", "dovecot");
+    rig.sh("echo 'bogus_setting = yes' >> /etc/dovecot/conf.d/10-mail.conf");
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "dovecot.service"]);
+    let mail = only_alert(&rig);
+    assert!(
+        mail.contains("dovecot not restarted (config error:"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("/etc/dovecot/conf.d/10-mail.conf line "),
+        "{mail}"
+    );
+    assert!(mail.contains("Unknown setting: bogus_setting"), "{mail}");
+    assert_eq!(restarts_of(&rig, &config, "dovecot"), 0);
+}
+
+#[test]
+fn squatted_imap_port_is_alerted_without_restart() {
+    let (rig, config) = heal_rig_for("diag-squat-heal", "dovecot.service", "dovecot");
+    // selfheal would restart the stopped Dovecot before the other program takes its port, so
+    // it is stopped meanwhile and started again once the port is taken.
+    rig.stop_transient("selfheal-test.service");
+    rig.exec(&["systemctl", "stop", "dovecot.service"]);
+    let script = "import socket, time\n\
+                  s = socket.socket(socket.AF_INET6)\n\
+                  s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+                  s.bind(('::', 143))\n\
+                  s.listen()\n\
+                  time.sleep(3600)\n";
+    rig.run_transient("squatter-143", &["/usr/bin/python3", "-c", script]);
+    rig.wait_until("the squatter on port 143", Duration::from_secs(10), || {
+        let out = rig.sh("ss -Hltn 'sport = :143'");
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    });
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    let mail = only_alert(&rig);
+    assert!(
+        mail.contains("dovecot not restarted (port conflict: port 143 is held by python3"),
+        "{mail}"
+    );
+    assert!(mail.contains("selfheal never kills it"), "{mail}");
+    assert_eq!(restarts_of(&rig, &config, "dovecot"), 0);
+
+    // The other program goes away: dovecot is restarted by itself.
+    rig.stop_transient("squatter-143.service");
+    rig.wait_until("dovecot healed", Duration::from_secs(60), || {
+        rig.banner(143).is_some_and(|line| line.starts_with("* OK"))
+    });
+    assert_eq!(restarts_of(&rig, &config, "dovecot"), 1);
+}
+
+#[test]
+fn missing_opendkim_socket_directory_is_alerted_once() {
+    let (rig, config) = heal_rig_for("diag-opendkim-heal", "opendkim.service", "opendkim");
+    rig.sh(
+        "sed -i 's|^Socket.*|Socket local:/var/spool/postfix/opendkim/opendkim.sock|' \
+         /etc/opendkim.conf && rm -rf /var/spool/postfix/opendkim",
+    );
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "opendkim.service"]);
+    let mail = only_alert(&rig);
+    assert!(
+        mail.contains("cannot create /var/spool/postfix/opendkim/opendkim.sock: directory /var/spool/postfix/opendkim is missing"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("Unable to bind to port local:/var/spool/postfix/opendkim/opendkim.sock"),
+        "{mail}"
+    );
+    // systemd's own restarts (Restart=on-failure) count into the budget, so selfheal restarts
+    // at most once, and no loop follows.
+    assert!(restarts_of(&rig, &config, "opendkim") <= 1);
+}
