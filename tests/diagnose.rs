@@ -465,3 +465,34 @@ fn missing_opendkim_socket_directory_is_alerted_once() {
     // at most once, and no loop follows.
     assert!(restarts_of(&rig, &config, "opendkim") <= 1);
 }
+
+/// Writes a drop-in for `unit` and makes systemd read it.
+fn drop_in(rig: &Rig, unit: &str, body: &str) {
+    rig.sh(&format!(
+        "mkdir -p /etc/systemd/system/{unit}.d && \
+         printf '[Service]\\n{body}\\n' > /etc/systemd/system/{unit}.d/test.conf && \
+         systemctl daemon-reload"
+    ));
+}
+
+#[test]
+fn missing_program_and_user() {
+    let (rig, config) = rig("diag-unit", &["opendkim.service"], &["opendkim"]);
+
+    drop_in(
+        &rig,
+        "opendkim.service",
+        "ExecStart=\\nExecStart=/usr/sbin/opendkim-not-installed",
+    );
+    restart_fails(&rig, "opendkim.service");
+    let findings = diagnose(&rig, &config, "opendkim");
+    let missing = finding(&findings, "missing_program");
+    assert_eq!(missing["blocks_restart"], true);
+
+    // The drop-in replaces the one above: the program is back, its user is not.
+    drop_in(&rig, "opendkim.service", "User=no-such-user");
+    rig.exec(&["systemctl", "reset-failed", "opendkim.service"]);
+    restart_fails(&rig, "opendkim.service");
+    let findings = diagnose(&rig, &config, "opendkim");
+    finding(&findings, "missing_user");
+}

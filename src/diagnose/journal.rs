@@ -33,6 +33,8 @@ pub fn scan(lines: &[String]) -> Scan {
             scan.findings.push(finding);
         } else if let Some(finding) = config_error(text, line) {
             scan.findings.push(finding);
+        } else if let Some(finding) = failed_exec(text, line) {
+            scan.findings.push(finding);
         } else if let Some(finding) = socket_path(text, line) {
             scan.findings.push(finding);
         } else if text.contains("killed by the OOM killer")
@@ -181,13 +183,54 @@ fn config_error(text: &str, line: &str) -> Option<Finding> {
     )
 }
 
+/// Recognises systemd's report of a start that failed before the program ran: "Failed at
+/// step EXEC spawning /usr/sbin/x: No such file or directory" (a missing program) and "Failed
+/// at step USER spawning ...: No such process" or "Failed to determine user credentials" (a
+/// missing user).
+fn failed_exec(text: &str, line: &str) -> Option<Finding> {
+    if text.contains("Failed at step EXEC spawning") {
+        let program = text
+            .split_once("spawning ")
+            .and_then(|(_, rest)| rest.split(':').next())
+            .unwrap_or("the service's program");
+        return Some(
+            Finding::new(
+                Cause::MissingProgram,
+                format!("missing program: systemd could not execute {program}"),
+                "reinstall the package or fix ExecStart= (`systemctl cat UNIT` shows it)",
+            )
+            .with_evidence([line])
+            .blocking(),
+        );
+    }
+    if text.contains("Failed at step USER spawning")
+        || text.contains("Failed to determine user credentials")
+    {
+        return Some(missing_user().with_evidence([line]));
+    }
+    None
+}
+
+fn missing_user() -> Finding {
+    Finding::new(
+        Cause::MissingUser,
+        "missing user: the user the service runs as does not exist",
+        "create the user or fix User= in the unit (`systemctl cat UNIT`); reinstalling the \
+         package usually creates it",
+    )
+    .blocking()
+}
+
 /// Recognises a socket or file the daemon cannot create: "Unable to bind to port
 /// local:/var/spool/postfix/opendkim/opendkim.sock: No such file or directory" (OpenDKIM), or
 /// a "Permission denied" on a path.
 fn socket_path(text: &str, line: &str) -> Option<Finding> {
     let missing = text.contains("No such file or directory");
     let denied = text.contains("Permission denied");
-    if !missing && !denied {
+    let about_socket = ["bind", "socket", "sock", "listen"]
+        .iter()
+        .any(|word| text.contains(word));
+    if !(missing || denied) || !about_socket {
         return None;
     }
     let path = text
@@ -262,13 +305,7 @@ pub fn from_unit(unit: &UnitStatus, journal: &[String]) -> Vec<Finding> {
         )
         .blocking()
     } else if unit.exec_main_status == Some(217) {
-        Finding::new(
-            Cause::MissingUser,
-            "missing user: the user the service runs as does not exist (status 217/USER)",
-            "create the user or fix User= in the unit (`systemctl cat UNIT`); reinstalling the \
-             package usually creates it",
-        )
-        .blocking()
+        missing_user()
     } else if matches!(
         unit.result.as_str(),
         "exit-code" | "signal" | "core-dump" | "timeout"
@@ -370,6 +407,23 @@ mod tests {
             "cannot create /var/spool/postfix/opendkim/opendkim.sock: directory /var/spool/postfix/opendkim is missing"
         );
         assert!(finding.blocks_restart);
+    }
+
+    #[test]
+    fn failed_exec_steps() {
+        let scan = scan(&lines(&["2026-12-05T00:41:20+0000 vm (nstalled)[226]: opendkim.service: Failed at step EXEC spawning /usr/sbin/opendkim-not-installed: No such file or directory"]));
+        assert_eq!(scan.findings.len(), 1);
+        assert_eq!(scan.findings[0].cause, Cause::MissingProgram);
+        assert_eq!(
+            scan.findings[0].summary,
+            "missing program: systemd could not execute /usr/sbin/opendkim-not-installed"
+        );
+        let scan = scan_user();
+        assert_eq!(scan.findings[0].cause, Cause::MissingUser);
+    }
+
+    fn scan_user() -> Scan {
+        scan(&lines(&["vm (opendkim)[9]: opendkim.service: Failed to determine user credentials: No such process"]))
     }
 
     #[test]
