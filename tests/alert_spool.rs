@@ -106,6 +106,24 @@ fn settle(daemon: &Daemon, sink: &Sink, count: usize) -> Vec<String> {
     received_ids(sink)
 }
 
+/// Waits until an alert item is in the spool, before the grouping window has passed.
+fn wait_until_queued(daemon: &Daemon) {
+    wait_for(
+        daemon,
+        "the alert in the spool",
+        Duration::from_secs(60),
+        || {
+            daemon.state_db().exists()
+                && daemon
+                    .store()
+                    .incidents(true, 10)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|incident| incident.alert_status == "queued")
+        },
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_down_then_back_delivers_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,20 +196,7 @@ async fn killed_before_sending_then_delivered_once() {
     );
     let mut daemon = Daemon::start(dir.path(), &text);
 
-    wait_for(
-        &daemon,
-        "the alert in the spool",
-        Duration::from_secs(60),
-        || {
-            daemon.state_db().exists()
-                && daemon
-                    .store()
-                    .incidents(true, 10)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|incident| incident.alert_status == "queued")
-        },
-    );
+    wait_until_queued(&daemon);
     daemon.kill();
     assert!(sink.messages().is_empty());
     assert!(alerts(&daemon).is_empty(), "no message was made yet");
@@ -621,20 +626,7 @@ async fn stop_sends_the_waiting_group_first() {
     );
     let mut daemon = Daemon::start(dir.path(), &text);
 
-    wait_for(
-        &daemon,
-        "the alert in the spool",
-        Duration::from_secs(60),
-        || {
-            daemon.state_db().exists()
-                && daemon
-                    .store()
-                    .incidents(true, 10)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|incident| incident.alert_status == "queued")
-        },
-    );
+    wait_until_queued(&daemon);
     // SIGTERM does not wait for the grouping window: the alert goes out before the exit.
     daemon.stop();
     assert_eq!(received_ids(&sink).len(), 1);

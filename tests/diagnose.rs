@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::rig::Rig;
+use support::rig::{unfold_mail, Rig};
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 
@@ -320,12 +320,7 @@ fn full_disk_blocks_restart_until_space_returns() {
         !rig.received_mail().is_empty()
     });
     let mail = rig.received_mail().remove(0);
-    // Undo quoted-printable soft line breaks and folded header lines.
-    let unfolded = mail
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("\r\n ", " ")
-        .replace("\n ", " ");
+    let unfolded = unfold_mail(&mail);
     assert!(
         unfolded.contains("postfix not restarted (disk full on /var/spool/postfix"),
         "{unfolded}"
@@ -383,12 +378,7 @@ fn only_alert(rig: &Rig) -> String {
     std::thread::sleep(Duration::from_secs(7));
     let mails = rig.received_mail();
     assert_eq!(mails.len(), 1, "{mails:#?}");
-    mails[0]
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("\r\n ", " ")
-        .replace("\n ", " ")
-        .replace("=3D", "=")
+    unfold_mail(&mails[0])
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod support;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::rig::Rig;
+use support::rig::{unfold_mail, Rig};
 
 const SELFHEAL: &str = env!("CARGO_BIN_EXE_selfheal");
 const SINK: &str = "127.0.0.1:2525";
@@ -236,13 +236,7 @@ fn broken_main_cf_alerts_once() {
     let alerts = stack.alerts_for("postfix");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let mail = &alerts[0];
-    // Quoted-printable may break long lines with a soft line break, and a long header is
-    // folded onto continuation lines.
-    let unfolded = mail
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("\r\n ", " ")
-        .replace("\n ", " ");
+    let unfolded = unfold_mail(mail);
     // The config test runs before the restart, so the broken main.cf is found and Postfix is
     // not restarted into the same error.
     assert!(

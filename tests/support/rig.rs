@@ -28,6 +28,16 @@ use std::time::{Duration, Instant};
 pub const SELFHEAL_BIN: &str = env!("CARGO_BIN_EXE_selfheal");
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Undoes quoted-printable soft line breaks and `=3D`, and joins folded header lines, so that
+/// a test can look for a sentence of a stored mail in one piece.
+pub fn unfold_mail(mail: &str) -> String {
+    mail.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("\r\n ", " ")
+        .replace("\n ", " ")
+        .replace("=3D", "=")
+}
 const DEFAULT_BASE: &str = "/tmp/selfheal-rig";
 
 /// PATH for commands run inside the rig: systemd's default, so that commands find Debian's
