@@ -58,6 +58,38 @@ fn summary(finding: &Value) -> String {
     finding["summary"].as_str().unwrap_or_default().to_string()
 }
 
+/// Starts another program, `squatter-PORT.service`, that listens on `port` on every address,
+/// and waits until it does. SO_REUSEADDR lets it bind while connections of the service's
+/// probes linger in TIME_WAIT on the port; it retries while the port is still being released.
+fn squat(rig: &Rig, port: u16) {
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket(socket.AF_INET6)\n\
+         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       s.bind(('::', {port}))\n\
+         \x20       break\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.2)\n\
+         s.listen()\n\
+         time.sleep(3600)\n"
+    );
+    rig.run_transient(
+        &format!("squatter-{port}"),
+        &["/usr/bin/python3", "-c", &script],
+    );
+    rig.wait_until(
+        &format!("the squatter on port {port}"),
+        Duration::from_secs(30),
+        || {
+            let out = rig.sh(&format!("ss -Hltn 'sport = :{port}'"));
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        },
+    );
+}
+
 /// Restarts `unit` and waits until systemd has given up on it.
 fn restart_fails(rig: &Rig, unit: &str) {
     rig.exec(&["systemctl", "restart", unit]);
@@ -117,35 +149,13 @@ fn port_held_by_another_program() {
         &["postfix@-.service", "dovecot.service"],
         &["postfix", "dovecot"],
     );
-    let squat = |port: u16| {
-        let script = format!(
-            "import socket, time\n\
-             s = socket.socket(socket.AF_INET6)\n\
-             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
-             s.bind(('::', {port}))\n\
-             s.listen()\n\
-             time.sleep(3600)\n"
-        );
-        rig.run_transient(
-            &format!("squatter-{port}"),
-            &["/usr/bin/python3", "-c", &script],
-        );
-        rig.wait_until(
-            &format!("the squatter on port {port}"),
-            Duration::from_secs(10),
-            || {
-                let out = rig.sh(&format!("ss -Hltn 'sport = :{port}'"));
-                !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-            },
-        );
-    };
 
     for (service, unit, port) in [
         ("dovecot", "dovecot.service", 143),
         ("postfix", "postfix@-.service", 25),
     ] {
         rig.exec(&["systemctl", "stop", unit]);
-        squat(port);
+        squat(&rig, port);
         rig.exec(&["systemctl", "start", unit]);
         rig.wait_until(
             &format!("{service} to give up on port {port}"),
@@ -406,17 +416,7 @@ fn squatted_imap_port_is_alerted_without_restart() {
     // it is stopped meanwhile and started again once the port is taken.
     rig.stop_transient("selfheal-test.service");
     rig.exec(&["systemctl", "stop", "dovecot.service"]);
-    let script = "import socket, time\n\
-                  s = socket.socket(socket.AF_INET6)\n\
-                  s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
-                  s.bind(('::', 143))\n\
-                  s.listen()\n\
-                  time.sleep(3600)\n";
-    rig.run_transient("squatter-143", &["/usr/bin/python3", "-c", script]);
-    rig.wait_until("the squatter on port 143", Duration::from_secs(10), || {
-        let out = rig.sh("ss -Hltn 'sport = :143'");
-        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-    });
+    squat(&rig, 143);
     rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
     let mail = only_alert(&rig);
     assert!(

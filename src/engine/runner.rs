@@ -101,18 +101,27 @@ impl ServiceRunner {
         journal_lines: usize,
     ) -> anyhow::Result<Self> {
         let open = store.open_incident_for(&service.name)?;
+        let state = policy.phase().label().to_string();
+        // After a restart of selfheal, a service still in the state it was stored in keeps
+        // its "since" and its last action, so status does not show the daemon's start instead.
+        let stored = store
+            .service_states()?
+            .into_iter()
+            .find(|row| row.service == service.name && row.state == state);
         let view = ServiceView {
             service: service.name.clone(),
             unit: target.label(),
             mode: service.mode.to_string(),
             critical: service.critical,
-            state: policy.phase().label().to_string(),
-            since_ms: unix_ms(SystemTime::now()),
+            state,
+            since_ms: stored
+                .as_ref()
+                .map_or_else(|| unix_ms(SystemTime::now()), |row| row.since_ms),
             checked_ms: None,
             checks: 0,
-            last_probe: None,
-            last_action: None,
-            last_action_ms: None,
+            last_probe: stored.as_ref().and_then(|row| row.last_probe.clone()),
+            last_action: stored.as_ref().and_then(|row| row.last_action.clone()),
+            last_action_ms: stored.as_ref().and_then(|row| row.last_action_ms),
             verdict: open.as_ref().and_then(|row| row.verdict.clone()),
             reason: open.as_ref().and_then(|row| row.reason.clone()),
             incident: open.as_ref().map(|row| row.id),
@@ -453,6 +462,13 @@ mod tests {
     /// Builds a runner for a service managed by commands whose pidfile names this test process.
     /// It is always running and has no probe, so each check is one pidfile read.
     fn runner(dir: &std::path::Path) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
+        runner_with(dir, Arc::new(Store::open_in_memory().unwrap()))
+    }
+
+    fn runner_with(
+        dir: &std::path::Path,
+        store: Arc<Store>,
+    ) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
         let pidfile = dir.join("service.pid");
         std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
         let service = ServiceConfig {
@@ -474,7 +490,6 @@ mod tests {
             recovery: Recovery::default(),
             config_test: None,
         };
-        let store = Arc::new(Store::open_in_memory().unwrap());
         let (outbox, alert_task) = crate::alert::dispatch::start(
             Arc::new(Default::default()),
             store.clone(),
@@ -494,6 +509,27 @@ mod tests {
 
     fn checks(view: &Arc<Mutex<ServiceView>>) -> u64 {
         view.lock().unwrap().checks
+    }
+
+    #[tokio::test]
+    async fn restart_of_selfheal_keeps_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        store
+            .save_service_state(&ServiceStateRow {
+                service: "filter".into(),
+                state: "healthy".into(),
+                since_ms: 1_700_000_000_000,
+                checked_ms: Some(1_700_000_100_000),
+                last_probe: Some("pidfile ok".into()),
+                last_action: Some("healed after 1.2 s".into()),
+                last_action_ms: Some(1_700_000_000_000),
+            })
+            .unwrap();
+        let (runner, _alerts) = runner_with(dir.path(), store);
+        let view = runner.view().lock().unwrap().clone();
+        assert_eq!(view.since_ms, 1_700_000_000_000);
+        assert_eq!(view.last_action.as_deref(), Some("healed after 1.2 s"));
     }
 
     #[tokio::test(start_paused = true)]
