@@ -486,3 +486,34 @@ fn missing_program_and_user() {
     let findings = diagnose(&rig, &config, "opendkim");
     finding(&findings, "missing_user");
 }
+
+#[test]
+fn broken_unbound_config_is_alerted_without_restart() {
+    let (rig, config) = heal_rig_for("diag-unbound-heal", "unbound.service", "unbound");
+    rig.sh("echo 'server: bogus-option: 1' >> /etc/unbound/unbound.conf");
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "unbound.service"]);
+    let mail = only_alert(&rig);
+    assert!(
+        mail.contains("unbound not restarted (config error:"),
+        "{mail}"
+    );
+    assert!(mail.contains("/etc/unbound/unbound.conf line "), "{mail}");
+    assert!(mail.contains("bogus-option"), "{mail}");
+    assert_eq!(restarts_of(&rig, &config, "unbound"), 0);
+}
+
+#[test]
+fn broken_mariadb_option_is_alerted_once() {
+    let (rig, config) = heal_rig_for("diag-mariadb-heal", "mariadb.service", "mariadb");
+    rig.write_file(
+        "/etc/mysql/mariadb.conf.d/99-broken.cnf",
+        "[mysqld]\nbogus_option = 1\n",
+    );
+    rig.exec(&["systemctl", "kill", "--signal=KILL", "mariadb.service"]);
+    let mail = only_alert(&rig);
+    assert!(mail.contains("config error:"), "{mail}");
+    assert!(mail.contains("unknown variable 'bogus_option=1'"), "{mail}");
+    // MariaDB's config test is too slow to run before every restart: one restart finds the
+    // error, and no loop follows.
+    assert!(restarts_of(&rig, &config, "mariadb") <= 1);
+}
