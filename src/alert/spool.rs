@@ -9,7 +9,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,8 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::digest::{delivery_note, Digest};
 use super::{mail_ladder, send_ladder, send_via, Channel, Outgoing, SendError, WebhookMessage};
-use crate::config::{AlertConfig, Config};
-use crate::probe::Endpoint;
+use crate::config::{AlertConfig, Config, SMTP_PORTS};
 use crate::store::{from_unix_ms, DueDelivery, Store};
 
 /// Route name of the mail ladder.
@@ -94,16 +92,9 @@ impl LocalMta {
             .services
             .iter()
             .find(|service| service.preset.as_deref() == Some("postfix"))?;
-        let mut ports: Vec<u16> = service
-            .probes
-            .iter()
-            .filter_map(|probe| match &probe.endpoint {
-                Some(Endpoint::Tcp { port, .. }) => Some(*port),
-                _ => None,
-            })
-            .collect();
+        let mut ports = service.probe_ports();
         if ports.is_empty() {
-            ports = vec![25, 465, 587];
+            ports = SMTP_PORTS.to_vec();
         }
         Some(LocalMta {
             service: service.name.clone(),
@@ -114,18 +105,11 @@ impl LocalMta {
     /// Returns whether `channel` hands its mail to this service.
     fn serves(&self, channel: &Channel<'_>) -> bool {
         match channel {
-            Channel::Relay(relay) => is_loopback(&relay.host) && self.ports.contains(&relay.port),
+            Channel::Relay(relay) => relay.is_local() && self.ports.contains(&relay.port),
             Channel::Sendmail(_) => true,
             Channel::Webhook(_) => false,
         }
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|address| address.is_loopback())
 }
 
 /// Handle to wake the worker when a new message was spooled.
@@ -508,10 +492,10 @@ mod tests {
     #[test]
     fn loopback_hosts() {
         for host in ["localhost", "127.0.0.1", "127.0.1.1", "::1"] {
-            assert!(is_loopback(host), "{host}");
+            assert!(relay(host, 25).is_local(), "{host}");
         }
         for host in ["smtp.example.net", "192.0.2.1", "::2"] {
-            assert!(!is_loopback(host), "{host}");
+            assert!(!relay(host, 25).is_local(), "{host}");
         }
     }
 }

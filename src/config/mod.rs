@@ -132,6 +132,17 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// Returns the TCP ports the service's probes connect to.
+    pub fn probe_ports(&self) -> Vec<u16> {
+        self.probes
+            .iter()
+            .filter_map(|probe| match probe.endpoint {
+                Some(crate::probe::Endpoint::Tcp { port, .. }) => Some(port),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Builds a service from a preset with nothing overridden. `defaults` are the top-level
     /// timing keys; the preset's own timing values take precedence over them.
     pub fn from_preset(preset: &Preset, name: &str, mode: Mode, defaults: Timing) -> Self {
@@ -364,6 +375,20 @@ pub struct WebhookConfig {
     /// Time allowed for one request, connection included (default 30 s).
     pub timeout: Duration,
 }
+
+impl RelayConfig {
+    /// Returns whether the relay is on this host: `localhost` or a loopback address.
+    pub fn is_local(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    }
+}
+
+/// The ports Postfix serves mail on by default: SMTP, submissions and submission.
+pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

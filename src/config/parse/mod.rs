@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{ImDocument, Table};
 
-use crate::config::ServiceConfig;
-use crate::probe::Endpoint;
+use crate::config::{ServiceConfig, SMTP_PORTS};
 
 use self::checker::{Checker, Keys};
 use self::services::TIMING_KEYS;
@@ -150,24 +149,10 @@ fn only_through_local_postfix(alerts: &AlertConfig, services: &[ServiceConfig]) 
     if alerts.to.is_empty() || !alerts.webhooks.is_empty() || !alerts.has_mail_channel() {
         return false;
     }
-    let mut ports = vec![25, 465, 587];
-    ports.extend(
-        postfix
-            .probes
-            .iter()
-            .filter_map(|probe| match probe.endpoint {
-                Some(Endpoint::Tcp { port, .. }) => Some(port),
-                _ => None,
-            }),
-    );
-    let local = |host: &str| {
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|address| address.is_loopback())
-    };
+    let mut ports = SMTP_PORTS.to_vec();
+    ports.extend(postfix.probe_ports());
     alerts
         .relays
         .iter()
-        .all(|relay| local(&relay.host) && ports.contains(&relay.port))
+        .all(|relay| relay.is_local() && ports.contains(&relay.port))
 }
