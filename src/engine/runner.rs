@@ -9,7 +9,6 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::events::record;
 use super::notify::{AlertJob, AlertSender};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
-use crate::config::Mode;
 use crate::config::ServiceConfig;
 use crate::diagnose::{Evidence, Finding};
 use crate::manager::{Managers, Target};
@@ -199,7 +198,7 @@ impl ServiceRunner {
         let mut observation = observe(&self.managers, &self.target, &self.service).await;
         // A service that is down in heal mode is about to be restarted, or waits for a
         // blocker to go away: look for what a restart cannot fix.
-        if self.service.mode == Mode::Heal && observation.health() == Health::Dead {
+        if self.policy.wants_blockers() && observation.health() == Health::Dead {
             let unit = match &self.target {
                 Target::Unit(unit) => Some(unit.as_str()),
                 Target::Commands(_) => None,

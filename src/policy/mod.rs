@@ -359,6 +359,14 @@ impl ServicePolicy {
         self.mode
     }
 
+    /// Returns whether the next check should look for blockers: before a restart the policy
+    /// may issue, and while it waits for a blocker to go away, but not while it leaves a failed
+    /// service to the admin anyway.
+    pub fn wants_blockers(&self) -> bool {
+        self.mode == Mode::Heal
+            && (self.blocked || !matches!(self.phase, Phase::NeedsAttention { .. }))
+    }
+
     pub fn has_open_incident(&self) -> bool {
         self.incident.is_some()
     }

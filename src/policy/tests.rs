@@ -774,6 +774,24 @@ async fn restart_after_blocker_that_fails_alerts_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn blockers_wanted_only_when_used() {
+    let mut policy = heal();
+    assert!(policy.wants_blockers());
+    after(&mut policy, 0, failed_blocked("disk full on /var")).await;
+    assert!(policy.wants_blockers(), "waiting for the blocker to go");
+
+    let mut failed_restart = heal();
+    after(&mut failed_restart, 0, failed()).await;
+    after(&mut failed_restart, 1, restart_ok()).await;
+    after(&mut failed_restart, 31, failed()).await;
+    assert_eq!(failed_restart.phase().label(), "needs attention");
+    assert!(!failed_restart.wants_blockers());
+
+    let watch = ServicePolicy::new(Mode::Watch, true, Recovery::default());
+    assert!(!watch.wants_blockers());
+}
+
+#[tokio::test(start_paused = true)]
 async fn watch_mode_ignores_blockers() {
     let mut policy = ServicePolicy::new(Mode::Watch, true, Recovery::default());
     let down = after(&mut policy, 0, failed_blocked("disk full on /var")).await;
