@@ -393,7 +393,7 @@ async fn recovery_is_mailed_once() {
     let recovered = parse_message(&sink.messages()[1]);
     let subject = recovered.header("Subject").join(" ");
     assert!(subject.contains("filter recovered"), "{subject}");
-    // The recovery answers the alert, so mail clients show them as one thread.
+    // The recovery replies to the alert, so mail clients show them as one thread.
     assert_eq!(recovered.header("In-Reply-To").join(" "), ids[0]);
     assert!(!recovered.part("text/plain").contains("Next:"));
     assert!(daemon.store().incidents(true, 10).unwrap().is_empty());

@@ -46,7 +46,7 @@ fn diagnose(rig: &Rig, config: &str, service: &str) -> Vec<Value> {
     findings.as_array().cloned().unwrap_or_default()
 }
 
-/// The first finding of `cause`, or a panic that shows every finding.
+/// Returns the first finding of `cause`, or panics showing every finding.
 fn finding<'a>(findings: &'a [Value], cause: &str) -> &'a Value {
     findings
         .iter()
@@ -380,7 +380,8 @@ fn heal_rig_for(name: &str, unit: &str, service: &str) -> (Rig, String) {
     (rig, config)
 }
 
-/// The only alert mail received, unfolded, after two more check intervals to catch a second.
+/// Returns the only alert mail received, unfolded, after two more check intervals to catch a
+/// second one.
 fn only_alert(rig: &Rig) -> String {
     rig.wait_until("the alert", Duration::from_secs(60), || {
         !rig.received_mail().is_empty()

@@ -365,7 +365,7 @@ impl Dispatcher {
         }
     }
 
-    /// The Message-ID of the problem alert that follow-ups about one incident answer.
+    /// Returns the Message-ID of the problem alert that follow-ups about one incident reply to.
     fn original_message(&self, rows: &[SpoolItem]) -> Option<String> {
         let incident = rows.first()?.incident_id?;
         let follow_ups = rows

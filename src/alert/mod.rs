@@ -1,4 +1,4 @@
-//! Alerts: what selfheal tells the admin when it cannot heal a service, and how it gets there.
+//! Alerts: the messages selfheal sends the admin when it cannot heal a service, and their delivery.
 //!
 //! - [`planner`] decides when: grouping, the hourly cap, reminders (pure, no I/O).
 //! - [`dispatch`] stores each item in the spool and turns the planner's plans into messages.
@@ -7,8 +7,8 @@
 //! - The channels: SMTP relays (`smtp`), the local sendmail binary (`sendmail`) and webhooks
 //!   (`webhook`).
 //!
-//! A message counts as delivered only when one channel accepted it: a relay answered the end of
-//! DATA with a 2xx reply, sendmail exited with status 0, or a webhook answered 2xx. Every failed
+//! A message counts as delivered only when one channel accepted it: a relay replied 2xx to the
+//! end of DATA, sendmail exited with status 0, or a webhook returned 2xx. Every failed
 //! channel is logged and kept in [`SendError`], so the admin can see why nothing went out.
 
 pub mod digest;
@@ -59,7 +59,7 @@ pub struct Alert {
     pub journal: Vec<String>,
     /// "heal" or "watch".
     pub mode: String,
-    /// Why the service could not be healed, most specific first; empty when nothing was found.
+    /// Findings of the diagnosis, most specific first. Empty when nothing was found.
     #[serde(default)]
     pub diagnosis: Vec<crate::diagnose::Finding>,
 }
@@ -82,8 +82,8 @@ pub struct SendError {
 }
 
 impl SendError {
-    /// Whether a channel was passed over because the local mail server is down, so a retry
-    /// soon after it recovers may succeed.
+    /// Returns whether a channel was passed over because the local mail server is down, so a
+    /// retry soon after it recovers may succeed.
     pub fn skipped_local(&self) -> bool {
         self.attempts
             .iter()
@@ -130,7 +130,7 @@ impl Channel<'_> {
         }
     }
 
-    /// Whether `--channel NAME` picks this channel: a webhook by its name, a relay by its host
+    /// Returns whether `--channel NAME` picks this channel: a webhook by its name, a relay by its host
     /// or `host:port`, sendmail by `sendmail`.
     pub fn matches(&self, wanted: &str) -> bool {
         match self {
@@ -143,7 +143,7 @@ impl Channel<'_> {
     }
 }
 
-/// The mail route in order: the relays, then sendmail, then the fallback webhooks. Relays and
+/// Lists the mail route in order: the relays, then sendmail, then the fallback webhooks. Relays and
 /// sendmail need recipients, so they are left out when `to` is empty.
 pub fn mail_ladder(config: &AlertConfig) -> Vec<Channel<'_>> {
     let mut ladder = Vec::new();
@@ -163,7 +163,7 @@ pub fn mail_ladder(config: &AlertConfig) -> Vec<Channel<'_>> {
     ladder
 }
 
-/// Every channel, each once, in config order: the ones `selfheal alert test` tries.
+/// Lists every channel once, in config order: the ones `selfheal alert test` tries.
 pub fn all_channels(config: &AlertConfig) -> Vec<Channel<'_>> {
     let mut channels: Vec<Channel<'_>> = config.relays.iter().map(Channel::Relay).collect();
     if let Some(path) = &config.sendmail {
@@ -173,17 +173,18 @@ pub fn all_channels(config: &AlertConfig) -> Vec<Channel<'_>> {
     channels
 }
 
-/// What a channel needs to send one message: the mail for SMTP and sendmail (rendered with the
+/// Content a channel needs to send one message: the mail for SMTP and sendmail (rendered with the
 /// delivery line for that channel), the webhook message for HTTP.
 pub trait Outgoing {
-    /// The mail as this attempt sends it through `channel`, after `earlier` channels failed.
+    /// Builds the mail as this attempt sends it through `channel`, after `earlier` channels
+    /// failed.
     fn mail(&self, channel: &str, earlier: &[(String, String)]) -> Result<lettre::Message, String>;
-    /// The webhook message as this attempt posts it to `channel`, after `earlier` channels
-    /// failed; `None` when this message has no webhook form.
+    /// Builds the webhook message as this attempt posts it to `channel`, after `earlier`
+    /// channels failed. `None` when this message has no webhook form.
     fn webhook(&self, channel: &str, earlier: &[(String, String)]) -> Option<WebhookMessage>;
 }
 
-/// Sends through one channel and returns what it answered.
+/// Sends through one channel and returns its reply.
 pub async fn send_via(
     channel: Channel<'_>,
     outgoing: &(dyn Outgoing + Sync),

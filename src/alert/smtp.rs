@@ -33,9 +33,9 @@ fn tls_name(mode: TlsMode) -> &'static str {
 /// attempt, because lettre 0.11 puts no timeout on reading the relay's replies. Without that
 /// outer bound, a relay that stops responding would block the caller forever.
 ///
-/// NOTE: lettre's transport sends QUIT after the final 2xx reply and waits for the answer
+/// NOTE: lettre's transport sends QUIT after the final 2xx reply and waits for the reply
 /// inside this bound. A relay that accepts the message and then stalls on QUIT counts as
-/// failed, so the next channel sends the alert a second time.
+/// failed, so the next channel sends the alert a second time, with the same Message-ID.
 pub(super) async fn send(relay: &RelayConfig, message: &Message) -> Result<String, String> {
     match tokio::time::timeout(relay.timeout, attempt(relay, message)).await {
         Ok(result) => result,

@@ -177,8 +177,8 @@ impl Spool {
                 return;
             }
         };
-        // The query returns only the oldest pending message of each route, so one pass
-        // sends at most one message per route; the next pass follows at once when it worked.
+        // The query returns only the oldest pending message of each route, so one pass sends
+        // at most one message per route. The next pass follows at once when one was sent.
         let mut sent_any = false;
         for delivery in due {
             sent_any |= self.attempt(delivery).await;
@@ -341,7 +341,7 @@ struct Message<'a> {
     message_id: &'a str,
     created: SystemTime,
     attempt: u32,
-    /// Why the attempt before this one failed.
+    /// Error of the attempt before this one.
     previous_error: Option<&'a str>,
 }
 
@@ -354,7 +354,7 @@ impl Outgoing for Message<'_> {
     }
 
     fn webhook(&self, channel: &str, earlier: &[(String, String)]) -> Option<WebhookMessage> {
-        // A fallback webhook says why mail did not carry the alert.
+        // A fallback webhook explains why mail did not carry the alert.
         let note = if earlier.is_empty() && self.attempt == 1 {
             String::new()
         } else {

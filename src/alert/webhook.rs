@@ -18,7 +18,7 @@ mod request;
 
 use request::build_request;
 
-/// What a webhook posts: the facts of the alert mail, in the forms chat services show.
+/// Content a webhook posts: the facts of the alert mail, in the forms chat services show.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookMessage {
     /// The alert mail's Message-ID. It stays the same on every retry, so a receiver can drop

@@ -100,8 +100,7 @@ pub enum Commands {
 
 #[derive(Subcommand, Debug)]
 pub enum AlertCommand {
-    /// Send a test alert through each channel and print what each answered (exit 1 when one
-    /// failed).
+    /// Send a test alert through each channel and print each reply (exit 1 when one failed).
     Test {
         /// Only this channel: a webhook's name, a relay's host or host:port, or `sendmail`.
         #[arg(long, value_name = "NAME")]

@@ -249,7 +249,7 @@ pub struct AlertConfig {
     /// Wait before the first retry of a failed delivery; it doubles with each failure
     /// (`retry_initial`, default 30 s).
     pub retry_initial: Duration,
-    /// Longest wait between retries (`retry_max`, default 30 min).
+    /// Maximum wait between retries (`retry_max`, default 30 min).
     pub retry_max: Duration,
     /// After this time from its creation an undelivered alert is given up (`expire_after`,
     /// default 3 days).

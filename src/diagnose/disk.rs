@@ -30,7 +30,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Reads the filesystem that holds `path`.
+    /// Reads the filesystem that contains `path`.
     #[allow(clippy::unnecessary_cast)]
     pub fn of(path: &Path) -> std::io::Result<Usage> {
         let c_path = CString::new(path.as_os_str().as_bytes())
@@ -137,7 +137,7 @@ fn finding(path: &Path, paths: &[&Path], usage: &Usage) -> Finding {
     .blocking()
 }
 
-/// The mount point that holds `path`: the longest mount point in /proc/self/mountinfo that
+/// Returns the mount point that contains `path`: the longest mount point in /proc/self/mountinfo that
 /// is a prefix of it.
 pub fn mount_point(path: &Path) -> PathBuf {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {

@@ -49,7 +49,7 @@ pub struct ServiceView {
     /// The most specific cause the diagnosis found while the service needs attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
-    /// Why the alert about this service has not reached the admin yet, while it has not.
+    /// Reason the alert about this service has not reached the admin yet, while it has not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_undelivered: Option<String>,
 }

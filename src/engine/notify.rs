@@ -1,4 +1,4 @@
-//! Turns what a service's task knows at the moment of a verdict into an alert item and hands
+//! Turns the facts a service's task has at the moment of a verdict into an alert item and hands
 //! it to the alert outbox, which stores it before anything else happens.
 
 use std::time::SystemTime;
@@ -24,7 +24,7 @@ pub struct AlertJob {
     pub seen: String,
     pub last_probe: String,
     pub journal: Vec<String>,
-    /// What the diagnosis found, most specific first.
+    /// Findings of the diagnosis, most specific first.
     pub diagnosis: Vec<Finding>,
 }
 
@@ -52,7 +52,7 @@ impl AlertSender {
             service: service.clone(),
             unit: job.unit,
             verdict: job.verdict.to_string(),
-            // The most specific finding says more than the probe's headline.
+            // The most specific finding explains more than the probe's headline.
             reason: job
                 .diagnosis
                 .first()
@@ -79,7 +79,7 @@ impl AlertSender {
         }
     }
 
-    /// An incident closed with `verdict`: a recovery alert if it had been alerted.
+    /// Queues a recovery alert for an incident closed with `verdict`, if it had been alerted.
     pub fn incident_closed(&self, incident: i64, verdict: Verdict) {
         self.outbox
             .incident_closed(incident, verdict.as_str(), SystemTime::now());

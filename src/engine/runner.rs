@@ -85,7 +85,7 @@ pub struct ServiceRunner {
     last: Option<Observation>,
     /// Admin waiting for the outcome of a manual restart.
     waiting_admin: Option<oneshot::Sender<RestartOutcome>>,
-    /// What the diagnosis found for the open incident.
+    /// Findings of the diagnosis for the open incident.
     diagnosis: Vec<Finding>,
 }
 

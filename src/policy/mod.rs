@@ -234,7 +234,7 @@ pub enum Event {
     },
     /// A manual restart verified without an open incident.
     ManualRestartVerified,
-    /// What kept a restart from helping is gone, so the service is restarted now.
+    /// The blocker that kept a restart from helping is gone, so the service is restarted now.
     BlockerCleared {
         blocker: String,
     },
@@ -296,7 +296,7 @@ pub struct ServicePolicy {
     /// While a service that needs attention is coming back (started by an admin or by
     /// systemd), it is re-checked every `retry_interval` until this time.
     quick_checks_until: Option<Instant>,
-    /// What the last check found that a restart cannot fix.
+    /// Blockers the last check found: conditions a restart cannot fix.
     blockers: Vec<String>,
     /// The service needs attention because of a blocker, and is restarted once it is gone.
     blocked: bool,

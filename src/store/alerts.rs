@@ -430,7 +430,7 @@ impl Store {
         Ok(rows)
     }
 
-    /// Each route still trying to deliver its message, and each route that gave up on a
+    /// Lists each route still trying to deliver its message, and each route that gave up on a
     /// message about an incident still open, oldest first.
     pub fn undelivered_routes(&self) -> anyhow::Result<Vec<PendingRoute>> {
         let conn = self.conn();

@@ -78,7 +78,7 @@ CREATE TABLE service_state (
 );
 "#,
     // The alert spool. An alert item is one thing to tell the admin about (a problem, a reminder,
-    // a recovery), stored the moment the policy asks for it. Items that go out together form one
+    // a recovery), stored the moment the policy requests it. Items that go out together form one
     // message (a row of `alerts`), which has one delivery per route: the mail ladder and each
     // webhook of its own. Alerts stored by a version without the spool cannot be resent.
     r#"
@@ -159,7 +159,7 @@ pub struct IncidentRow {
     pub reason: Option<String>,
     pub resolution: Option<String>,
     pub alert_status: String,
-    /// What the diagnosis found when the incident needed the admin, most specific first.
+    /// Findings of the diagnosis when the incident needed the admin, most specific first.
     pub diagnosis: Vec<crate::diagnose::Finding>,
 }
 

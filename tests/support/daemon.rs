@@ -91,7 +91,7 @@ impl Daemon {
         }
     }
 
-    /// The state database, opened next to the running daemon.
+    /// Opens the state database next to the running daemon.
     pub fn store(&self) -> Store {
         Store::open(&self.state_db()).expect("open the state database")
     }

@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 receiver on 127.0.0.1 for webhook tests: it records every request and
-//! answers with the statuses the test lined up, then with 200.
+//! replies with the statuses the test lined up, then with 200.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
@@ -19,7 +19,7 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: String,
-    /// The status the receiver answered.
+    /// Status the receiver replied with.
     pub status: u16,
 }
 

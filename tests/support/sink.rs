@@ -89,7 +89,7 @@ impl Sink {
         paths
     }
 
-    /// The sink as an alert relay without TLS.
+    /// Returns the sink as an alert relay without TLS.
     pub fn relay(&self) -> RelayConfig {
         RelayConfig {
             host: "127.0.0.1".into(),
@@ -224,7 +224,7 @@ pub fn private_ca_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()

@@ -137,7 +137,7 @@ impl Checker<'_> {
     }
 }
 
-/// Whether alert mail can only leave through the watched Postfix: every relay is on this host
+/// Returns whether alert mail can only leave through the watched Postfix: every relay is on this host
 /// at a port Postfix serves, and there is no webhook.
 fn only_through_local_postfix(alerts: &AlertConfig, services: &[ServiceConfig]) -> bool {
     let Some(postfix) = services
