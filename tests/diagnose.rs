@@ -1,7 +1,7 @@
 //! `selfheal diagnose` against real services from Debian's packages under a contained systemd,
 //! each failure injected for real: broken config files, a full spool filesystem, a port held by
-//! another program, a damaged MariaDB table, a removed socket directory, and spamass-milter
-//! without spamd.
+//! another program or by a copy of Postfix started by hand, a damaged MariaDB table, a removed
+//! socket directory, and spamass-milter without spamd.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -433,6 +433,47 @@ fn squatted_imap_port_is_alerted_without_restart() {
         rig.banner(143).is_some_and(|line| line.starts_with("* OK"))
     });
     assert_eq!(restarts_of(&rig, &config, "dovecot"), 1);
+}
+
+#[test]
+fn postfix_started_by_hand_is_alerted_without_restart() {
+    let (rig, config) = heal_rig_for("diag-stray-heal", "postfix@-.service", "postfix");
+    // An admin stops the unit and then runs `postfix start` from a shell: the master runs in
+    // a scope of its own, outside postfix@-.service, and holds port 25.
+    rig.stop_transient("selfheal-test.service");
+    rig.exec(&["systemctl", "stop", "postfix@-.service"]);
+    rig.exec_ok(&[
+        "systemd-run",
+        "--scope",
+        "--unit",
+        "by-hand",
+        "/usr/sbin/postfix",
+        "start",
+    ]);
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    let mail = only_alert(&rig);
+    assert!(
+        mail.contains(
+            "Verdict: not restarted (port conflict: port 25 is held by a second copy of postfix"
+        ),
+        "{mail}"
+    );
+    assert!(mail.contains("running outside postfix@-.service"), "{mail}");
+    assert!(
+        mail.contains("cgroup /system.slice/by-hand.scope"),
+        "{mail}"
+    );
+    assert!(mail.contains("`postfix stop`"), "{mail}");
+    assert_eq!(restarts_of(&rig, &config, "postfix"), 0);
+
+    // The admin stops the copy: selfheal starts Postfix under its unit by itself.
+    rig.exec_ok(&["/usr/sbin/postfix", "stop"]);
+    rig.wait_until(
+        "postfix back under its unit",
+        Duration::from_secs(60),
+        || rig.unit_property("postfix@-.service", "ActiveState") == "active",
+    );
+    assert_eq!(restarts_of(&rig, &config, "postfix"), 1);
 }
 
 #[test]

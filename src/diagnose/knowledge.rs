@@ -36,6 +36,38 @@ pub fn quick_config_test(preset: &str) -> bool {
     )
 }
 
+/// Process names (`/proc/PID/comm`) of a preset's own daemons. A listener with one of these names
+/// outside the service's unit is a second copy of the service, such as a Postfix master started
+/// by hand with `postfix start`, and not a foreign program.
+pub fn own_programs(preset: &str) -> &'static [&'static str] {
+    match preset {
+        "postfix" => &["master", "smtpd", "postscreen"],
+        "dovecot" => &["dovecot", "imap-login", "pop3-login"],
+        "opendkim" => &["opendkim"],
+        "mariadb" => &["mariadbd", "mysqld"],
+        "spamd" => &["spamd", "spamd child"],
+        "spamass-milter" => &["spamass-milter"],
+        "nginx" => &["nginx"],
+        "apache" => &["apache2", "httpd"],
+        "unbound" => &["unbound"],
+        "rsyslog" => &["rsyslogd"],
+        "fail2ban" => &["fail2ban-server"],
+        _ => &[],
+    }
+}
+
+/// How to stop a second copy of a preset that runs outside its unit, the service's own way.
+pub fn stray_stop_hint(preset: &str) -> Option<&'static str> {
+    match preset {
+        "postfix" => Some("`postfix stop`"),
+        "mariadb" => Some("`mariadb-admin shutdown`"),
+        "nginx" => Some("`nginx -s quit`"),
+        "apache" => Some("`apachectl -k graceful-stop`"),
+        "dovecot" => Some("`doveadm stop`"),
+        _ => None,
+    }
+}
+
 /// Directories a preset writes to: its queue, data and logs, and the temporary directory.
 /// A full filesystem under any of them stops the service.
 pub fn data_paths(preset: &str) -> &'static [&'static str] {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{Cause, Finding};
+use super::{knowledge, Cause, Finding};
 use crate::config::ServiceConfig;
 use crate::probe::Endpoint;
 
@@ -109,6 +109,15 @@ fn in_unit(cgroup: &str, unit: &str) -> bool {
         && (cgroup.ends_with(&format!("/{unit}")) || cgroup.contains(&format!("/{unit}/")))
 }
 
+/// Names the unit in a message, or the service when it has none.
+fn unit_label(unit: &str, service: &str) -> String {
+    if unit.is_empty() {
+        format!("{service}'s own process tree")
+    } else {
+        unit.to_string()
+    }
+}
+
 /// Explains the ports the service could not bind (`in_use`, from its journal) and the TCP
 /// ports of its probes: who holds each one, and whether that is the service itself.
 pub fn explain(
@@ -157,7 +166,39 @@ fn explain_in(
             .iter()
             .filter(|holder| !in_unit(&holder.cgroup, unit))
             .collect();
-        if let Some(other) = others.first() {
+        let preset = service.preset.as_deref().unwrap_or("");
+        let own = knowledge::own_programs(preset);
+        if let Some(copy) = others
+            .iter()
+            .find(|holder| own.contains(&holder.program.as_str()))
+        {
+            // The service's own daemon, but outside its unit: started by hand or left over from
+            // another manager. The unit's stop does not reach it, so a restart cannot help, and
+            // selfheal does not stop it: it may be serving mail right now.
+            let how = knowledge::stray_stop_hint(preset)
+                .map(|hint| format!("stop it with {hint} or `kill {}`", copy.pid))
+                .unwrap_or_else(|| format!("stop it with `kill {}`", copy.pid));
+            findings.push(
+                Finding::new(
+                    Cause::PortConflict,
+                    format!(
+                        "port conflict: port {port} is held by a second copy of {} ({} PID {}) \
+                         running outside {}",
+                        service.name,
+                        copy.program,
+                        copy.pid,
+                        unit_label(unit, &service.name)
+                    ),
+                    format!(
+                        "it was probably started by hand; {how}, then `selfheal restart {}` \
+                         starts it under its unit again",
+                        service.name
+                    ),
+                )
+                .with_evidence(evidence)
+                .blocking(),
+            );
+        } else if let Some(other) = others.first() {
             findings.push(
                 Finding::new(
                     Cause::PortConflict,
@@ -288,6 +329,54 @@ mod tests {
             "{}",
             finding.summary
         );
+    }
+
+    /// Builds a `/proc` with one process `comm` (PID 4711, in `cgroup`) listening on port 25.
+    fn fake_proc(comm: &str, cgroup: &str) -> tempfile::TempDir {
+        let proc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(proc.path().join("net")).unwrap();
+        std::fs::write(proc.path().join("net/tcp"), TCP).unwrap();
+        let pid = proc.path().join("4711");
+        std::fs::create_dir_all(pid.join("fd")).unwrap();
+        std::os::unix::fs::symlink("socket:[31337]", pid.join("fd/13")).unwrap();
+        std::fs::write(pid.join("comm"), format!("{comm}\n")).unwrap();
+        std::fs::write(pid.join("cgroup"), format!("0::{cgroup}\n")).unwrap();
+        proc
+    }
+
+    fn postfix() -> ServiceConfig {
+        ServiceConfig::from_preset(
+            crate::config::presets::preset("postfix").unwrap(),
+            "postfix",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        )
+    }
+
+    #[test]
+    fn own_daemon_outside_the_unit_is_a_second_copy() {
+        let proc = fake_proc("master", "/system.slice/session-4.scope");
+        let findings = explain_in(proc.path(), &postfix(), &[], Some("postfix@-.service"));
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let finding = &findings[0];
+        assert!(finding.blocks_restart);
+        assert_eq!(
+            finding.summary,
+            "port conflict: port 25 is held by a second copy of postfix (master PID 4711) \
+             running outside postfix@-.service"
+        );
+        assert!(finding.next_step.contains("`postfix stop` or `kill 4711`"));
+        assert!(finding.evidence[0].contains("session-4.scope"));
+    }
+
+    #[test]
+    fn own_daemon_inside_the_unit_is_no_conflict() {
+        let proc = fake_proc(
+            "master",
+            "/system.slice/system-postfix.slice/postfix@-.service",
+        );
+        let findings = explain_in(proc.path(), &postfix(), &[], Some("postfix@-.service"));
+        assert!(findings.is_empty(), "{findings:?}");
     }
 
     #[test]
