@@ -1,6 +1,6 @@
 //! Policy events to log lines and incident history rows, from one place.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::policy::{format_secs, Event};
 use crate::store::Store;
@@ -73,6 +73,18 @@ fn describe(event: &Event) -> (&'static str, String) {
             "blocker_cleared",
             format!("restarting: no longer blocked by {blocker}"),
         ),
+        Event::Paused { for_: Some(length) } => (
+            "paused",
+            format!(
+                "healing paused for {}",
+                humantime::format_duration(Duration::from_secs(length.as_secs()))
+            ),
+        ),
+        Event::Paused { for_: None } => ("paused", "healing paused until resumed".to_string()),
+        Event::Resumed { expired: true } => {
+            ("resumed", "healing resumed: the pause ended".to_string())
+        }
+        Event::Resumed { expired: false } => ("resumed", "healing resumed".to_string()),
         Event::ManualRestartVerified => (
             "manual_restart_verified",
             "manual restart verified healthy".to_string(),
@@ -88,6 +100,8 @@ pub fn action_text(event: &Event) -> Option<String> {
         | Event::RestartError { .. }
         | Event::IncidentClosed { .. }
         | Event::NeedsAttention { .. }
+        | Event::Paused { .. }
+        | Event::Resumed { .. }
         | Event::ManualRestartVerified => Some(describe(event).1),
         _ => None,
     }

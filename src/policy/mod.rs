@@ -238,6 +238,16 @@ pub enum Event {
     BlockerCleared {
         blocker: String,
     },
+    /// An admin paused healing: checks go on, restarts and alerts stop. `for_` is the window's
+    /// length, none until resumed.
+    Paused {
+        #[serde(rename = "for")]
+        for_: Option<Duration>,
+    },
+    /// Healing resumed: by an admin, or because the pause window ended (`expired`).
+    Resumed {
+        expired: bool,
+    },
 }
 
 /// Input to the policy.
@@ -247,6 +257,13 @@ pub enum Input {
     RestartFinished(Result<RestartReport, RestartError>),
     /// An admin asked for a restart (CLI or dashboard). It bypasses the restart budget.
     RestartRequested,
+    /// An admin opened a maintenance window: no restarts and no alerts until `until` (none:
+    /// until resumed). Checks go on, so the status stays current.
+    Pause {
+        until: Option<Instant>,
+    },
+    /// An admin ended the maintenance window.
+    Resume,
 }
 
 /// Output of one policy step.
@@ -300,6 +317,8 @@ pub struct ServicePolicy {
     blockers: Vec<String>,
     /// The service needs attention because of a blocker, and is restarted once it is gone.
     blocked: bool,
+    /// A maintenance window is open: `Some(None)` until resumed, `Some(Some(t))` until `t`.
+    paused: Option<Option<Instant>>,
 }
 
 impl ServicePolicy {
@@ -317,6 +336,7 @@ impl ServicePolicy {
             quick_checks_until: None,
             blockers: Vec::new(),
             blocked: false,
+            paused: None,
         }
     }
 
@@ -364,7 +384,13 @@ impl ServicePolicy {
     /// service to the admin anyway.
     pub fn wants_blockers(&self) -> bool {
         self.mode == Mode::Heal
+            && self.paused.is_none()
             && (self.blocked || !matches!(self.phase, Phase::NeedsAttention { .. }))
+    }
+
+    /// The open maintenance window: `Some(None)` until resumed, `Some(Some(t))` until `t`.
+    pub fn paused(&self) -> Option<Option<Instant>> {
+        self.paused
     }
 
     pub fn has_open_incident(&self) -> bool {
@@ -387,8 +413,58 @@ impl ServicePolicy {
             Input::Checked(observation) => self.on_check(observation, now, &mut out),
             Input::RestartFinished(result) => self.on_restart_finished(result, now, &mut out),
             Input::RestartRequested => self.on_manual_restart(now, &mut out),
+            Input::Pause { until } => self.on_pause(until, now, &mut out),
+            Input::Resume => self.resume(false, now, &mut out),
+        }
+        if self.paused.is_some() {
+            // Whoever paused the service is working on it: nothing to tell them. An incident
+            // that stays open is alerted after the window if it still needs attention.
+            out.commands
+                .retain(|command| !matches!(command, Command::Alert { .. }));
         }
         out
+    }
+
+    fn on_pause(&mut self, until: Option<Instant>, now: Instant, out: &mut Decision) {
+        self.paused = Some(until);
+        out.events.push(Event::Paused {
+            for_: until.map(|t| t.saturating_duration_since(now)),
+        });
+        // A restart already running finishes and is verified; anything else waits for the
+        // window to end, and is judged afresh then.
+        if !matches!(
+            self.phase,
+            Phase::Restarting { .. } | Phase::Verifying { .. }
+        ) {
+            self.phase = Phase::Healthy;
+        }
+        self.blocked = false;
+        self.quick_checks_until = None;
+        out.next_check = until;
+    }
+
+    /// Ends the maintenance window. The next check judges the service afresh: a service still
+    /// down is healed (heal mode) or reported, and an incident left open is alerted again if
+    /// it still needs attention.
+    fn resume(&mut self, expired: bool, now: Instant, out: &mut Decision) {
+        if self.paused.take().is_none() {
+            return;
+        }
+        out.events.push(Event::Resumed { expired });
+        if !matches!(
+            self.phase,
+            Phase::Restarting { .. } | Phase::Verifying { .. }
+        ) {
+            self.phase = Phase::Healthy;
+        }
+        if let Some(incident) = &mut self.incident {
+            incident.alerted = false;
+        }
+        // Restarts an admin made during the window are no crash loop.
+        self.last_restart = None;
+        if !expired {
+            out.next_check = Some(now);
+        }
     }
 
     fn forget_old_restarts(&mut self, now: Instant) {
@@ -402,6 +478,20 @@ impl ServicePolicy {
     }
 
     fn on_check(&mut self, observation: Observation, now: Instant, out: &mut Decision) {
+        if let Some(Some(until)) = self.paused {
+            if now >= until {
+                self.resume(true, now, out);
+            }
+        }
+        if let Some(until) = self.paused {
+            // Paused: only a manual restart's verification goes on. systemd's restarts in the
+            // window move the baseline without counting against the budget.
+            if !matches!(self.phase, Phase::Verifying { .. }) {
+                self.last_n_restarts = observation.n_restarts().or(self.last_n_restarts);
+                out.next_check = until;
+                return;
+            }
+        }
         self.blockers.clone_from(&observation.blockers);
         let systemd_restarts = self.count_systemd_restarts(&observation, now);
         if systemd_restarts > 0 {

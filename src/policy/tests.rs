@@ -821,3 +821,99 @@ async fn restored_blocked_incident_restarts_when_clear() {
     let clear = after(&mut policy, 30, failed()).await;
     assert_eq!(restarts(&clear), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn paused_service_is_neither_restarted_nor_alerted() {
+    let mut policy = heal();
+    after(&mut policy, 0, healthy()).await;
+    let pause = after(&mut policy, 1, Input::Pause { until: None }).await;
+    assert_eq!(pause.events, vec![Event::Paused { for_: None }]);
+    assert_eq!(policy.paused(), Some(None));
+    assert!(!policy.wants_blockers());
+
+    // The admin stops it for an hour of maintenance: checked, never restarted, no incident.
+    for _ in 0..120 {
+        let decision = after(&mut policy, 30, failed()).await;
+        assert_eq!(decision, Decision::default());
+    }
+    assert!(!policy.has_open_incident());
+
+    // Resumed while still down: healed as usual at once.
+    let resume = after(&mut policy, 1, Input::Resume).await;
+    assert_eq!(resume.events, vec![Event::Resumed { expired: false }]);
+    assert_eq!(resume.next_check, Some(Instant::now()));
+    crash_and_heal(&mut policy).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_window_ends_by_itself() {
+    let mut policy = heal();
+    let until = Instant::now() + Duration::from_secs(30 * 60);
+    let pause = after(&mut policy, 0, Input::Pause { until: Some(until) }).await;
+    assert_eq!(
+        pause.events,
+        vec![Event::Paused {
+            for_: Some(Duration::from_secs(30 * 60))
+        }]
+    );
+    assert_eq!(pause.next_check, Some(until));
+    let during = after(&mut policy, 29 * 60, failed()).await;
+    assert!(during.commands.is_empty());
+    assert_eq!(during.next_check, Some(until));
+
+    // The first check after the window resumes and heals in the same step.
+    let ended = after(&mut policy, 60, failed()).await;
+    assert_eq!(ended.events[0], Event::Resumed { expired: true });
+    assert_eq!(restarts(&ended), 1);
+    assert_eq!(policy.paused(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_mutes_an_open_incident_until_resumed() {
+    let mut policy = ServicePolicy::new(Mode::Watch, true, Recovery::default());
+    let down = after(&mut policy, 0, failed()).await;
+    assert_eq!(alerts(&down), vec![Verdict::Down]);
+    after(&mut policy, 1, Input::Pause { until: None }).await;
+    assert_eq!(policy.phase(), &Phase::Healthy);
+
+    // A manual restart in the window runs and is verified, but its failure is not mailed.
+    let manual = after(&mut policy, 1, Input::RestartRequested).await;
+    assert_eq!(restarts(&manual), 1);
+    after(&mut policy, 1, restart_ok()).await;
+    let failed_again = after(&mut policy, 15, failed()).await;
+    assert!(alerts(&failed_again).is_empty(), "{failed_again:?}");
+    assert!(matches!(
+        policy.phase(),
+        Phase::NeedsAttention {
+            verdict: Verdict::RestartFailed,
+            ..
+        }
+    ));
+
+    // Still down after the window: the incident that stayed open is alerted again.
+    after(&mut policy, 1, Input::Resume).await;
+    let after_window = after(&mut policy, 0, failed()).await;
+    assert_eq!(alerts(&after_window), vec![Verdict::Down]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn incident_closes_when_healthy_after_the_window() {
+    let mut policy = heal();
+    after(&mut policy, 0, failed()).await;
+    after(&mut policy, 0, Input::Pause { until: None }).await;
+    // The restart issued before the pause finishes and is verified.
+    after(&mut policy, 1, restart_ok()).await;
+    let verified = after(&mut policy, 5, healthy()).await;
+    assert_eq!(closed_with(&verified), Some(Verdict::Healed));
+    after(&mut policy, 60, Input::Resume).await;
+    assert_eq!(after(&mut policy, 0, healthy()).await, Decision::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_without_pause_changes_nothing() {
+    let mut policy = heal();
+    assert_eq!(
+        after(&mut policy, 0, Input::Resume).await,
+        Decision::default()
+    );
+}

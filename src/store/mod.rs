@@ -1,5 +1,5 @@
 //! The state database (SQLite): incidents with their history, restarts for the restart budget,
-//! alerts, and the last known state of each service.
+//! alerts, the last known state of each service, maintenance windows and the audit log.
 //!
 //! Times are wall-clock Unix milliseconds, for display and for carrying budgets across a restart
 //! of selfheal; decisions use the monotonic clock. Stored verdict and status strings are a
@@ -14,8 +14,10 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+mod admin;
 mod alerts;
 
+pub use admin::{AuditRow, PauseRow};
 pub use alerts::{AlertRow, DueDelivery, NewMessage, PendingRoute, SpoolItem, SpoolState};
 
 /// Migrations in order; entry N brings the schema from version N to N + 1.
@@ -126,6 +128,28 @@ CREATE INDEX alert_deliveries_due ON alert_deliveries(status, next_attempt_ms);
     // Why an incident needed the admin: the diagnosis findings as a JSON array.
     r#"
 ALTER TABLE incidents ADD COLUMN diagnosis TEXT;
+"#,
+    // Maintenance windows, and who did what through the dashboard, the API or the CLI.
+    r#"
+CREATE TABLE pauses (
+    service TEXT PRIMARY KEY,
+    -- NULL: until resumed
+    until_ms INTEGER,
+    actor TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    -- the user name, 'token NAME' or 'root (control socket)'
+    actor TEXT NOT NULL,
+    address TEXT NOT NULL,
+    -- login | logout | restart | pause | resume
+    action TEXT NOT NULL,
+    service TEXT,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at_ms);
 "#,
 ];
 
