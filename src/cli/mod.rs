@@ -1,11 +1,12 @@
 //! The command line: thin commands over the modules, or over the running daemon's socket.
 
+mod admin;
 mod alert;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use tokio::sync::oneshot;
@@ -13,7 +14,9 @@ use tokio::sync::oneshot;
 use crate::alert::Alerting;
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::control::{self, ControlRequest, ControlResponse};
-use crate::engine::{self, AlertSender, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT};
+use crate::engine::{
+    self, AlertSender, PauseView, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT,
+};
 use crate::manager::Managers;
 use crate::policy::Health;
 use crate::store::Store;
@@ -62,6 +65,31 @@ pub enum Commands {
     Restart {
         /// Service name as configured (`selfheal status` lists them).
         service: String,
+    },
+    /// Pause healing of a service for maintenance: it is still checked, but neither restarted
+    /// nor alerted until the time is up or `selfheal resume`.
+    Pause {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+        /// How long, such as 30m or 2h (1m to 30d); without it, until resumed.
+        #[arg(long = "for", value_name = "DURATION")]
+        length: Option<String>,
+    },
+    /// End a pause: the service is healed again at once.
+    Resume {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+    },
+    /// Read a new dashboard password and print its hash for the config.
+    Passwd,
+    /// Print a new API token and the config entry that accepts it.
+    Token {
+        /// Name the audit log shows for requests with this token.
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// What the token may do: admin, read-only or metrics.
+        #[arg(long, default_value = "read-only")]
+        role: String,
     },
     /// Validate the config file.
     Config {
@@ -120,6 +148,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: ConfigCommand::Check,
         } => config_check(cli.config.as_deref()),
         Commands::Detect => detect().await,
+        Commands::Passwd => report(admin::passwd()),
+        Commands::Token { name, role } => report(admin::token(&name, &role)),
         command => {
             let managers = Managers::connect(MANAGER_CALL_TIMEOUT).await;
             let daemon = matches!(command, Commands::Run);
@@ -133,6 +163,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ..
             }
             | Commands::Restart { service: name }
+            | Commands::Pause { service: name, .. }
+            | Commands::Resume { service: name }
             | Commands::Diagnose { service: name, .. } = &command
             {
                 if config.service(name).is_none() {
@@ -147,6 +179,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Status { json } => status(&config, json).await,
                 Commands::Check { service, json } => check(&config, &managers, service, json).await,
                 Commands::Restart { service } => restart(config, managers, &service).await,
+                Commands::Pause { service, length } => {
+                    admin::pause(&config, &service, length.as_deref()).await
+                }
+                Commands::Resume { service } => admin::resume(&config, &service).await,
                 Commands::Incidents { open, limit, json } => {
                     incidents(&config, open, limit as usize, json)
                 }
@@ -156,14 +192,22 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Diagnose { service, json } => {
                     diagnose(&config, &managers, &service, json).await
                 }
-                Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
+                Commands::Config { .. }
+                | Commands::Detect
+                | Commands::Passwd
+                | Commands::Token { .. } => unreachable!("handled above"),
             };
-            result.unwrap_or_else(|error| {
-                eprintln!("selfheal: {error:#}");
-                ExitCode::FAILURE
-            })
+            report(result)
         }
     }
+}
+
+/// Prints a command's error and turns it into exit status 1.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("selfheal: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Load the config file, or, when the default file does not exist, the presets installed on
@@ -396,6 +440,12 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if let Some(cause) = &view.diagnosis {
             println!("{:<16} cause: {cause}", "");
         }
+        if let Some(pause) = &view.paused {
+            let until = pause.until_ms.map_or("until resumed".to_string(), |ms| {
+                format!("until {}", time_text(ms))
+            });
+            println!("{:<16} healing paused {until} by {}", "", pause.by);
+        }
     }
     if !undelivered.is_empty() {
         println!();
@@ -439,6 +489,14 @@ fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
                 .as_ref()
                 .and_then(|row| row.diagnosis.first())
                 .map(|finding| finding.summary.clone()),
+            paused: store
+                .pause_for(&service.name, SystemTime::now())?
+                .map(|pause| PauseView {
+                    until_ms: pause.until_ms,
+                    by: pause.actor,
+                    since_ms: pause.at_ms,
+                }),
+            ..ServiceView::default()
         });
     }
     Ok(views)

@@ -77,7 +77,10 @@ fn describe(event: &Event) -> (&'static str, String) {
             "paused",
             format!(
                 "healing paused for {}",
-                humantime::format_duration(Duration::from_secs(length.as_secs()))
+                // Whole seconds, rounded: the window was measured a moment after it began.
+                humantime::format_duration(Duration::from_secs(
+                    (length.as_millis() as u64).div_ceil(1000)
+                ))
             ),
         ),
         Event::Paused { for_: None } => ("paused", "healing paused until resumed".to_string()),

@@ -3,16 +3,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::events::record;
 use super::notify::{AlertJob, AlertSender};
-use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
+use super::{PauseView, Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
 use crate::diagnose::{Evidence, Finding};
 use crate::manager::{Managers, Target};
-use crate::policy::{Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy};
+use crate::metrics::Metrics;
+use crate::policy::{
+    Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy, Verdict,
+};
 use crate::probe;
 use crate::store::{unix_ms, ServiceStateRow, Store};
 
@@ -87,6 +90,9 @@ pub struct ServiceRunner {
     waiting_admin: Option<oneshot::Sender<RestartOutcome>>,
     /// Findings of the diagnosis for the open incident.
     diagnosis: Vec<Finding>,
+    /// Bumped after every change of the view, for the dashboard's live feed.
+    changed: Arc<watch::Sender<u64>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ServiceRunner {
@@ -125,6 +131,12 @@ impl ServiceRunner {
             reason: open.as_ref().and_then(|row| row.reason.clone()),
             incident: open.as_ref().map(|row| row.id),
             alert_undelivered: None,
+            probe_ms: None,
+            last_restart_ms: store
+                .restarts_since(&service.name, SystemTime::UNIX_EPOCH)?
+                .last()
+                .map(|at| unix_ms(*at)),
+            paused: None,
             diagnosis: open
                 .as_ref()
                 .and_then(|row| row.diagnosis.first())
@@ -134,7 +146,7 @@ impl ServiceRunner {
             .as_ref()
             .map(|row| row.diagnosis.clone())
             .unwrap_or_default();
-        Ok(ServiceRunner {
+        let mut runner = ServiceRunner {
             incident: open.map(|row| row.id),
             service,
             target,
@@ -147,7 +159,46 @@ impl ServiceRunner {
             last: None,
             waiting_admin: None,
             diagnosis,
-        })
+            changed: Arc::new(watch::channel(0).0),
+            metrics: Arc::new(Metrics::new()),
+        };
+        runner.restore_pause()?;
+        Ok(runner)
+    }
+
+    /// Reports view changes to `changed` and records into `metrics`, both shared by every
+    /// service's runner.
+    pub fn with_feedback(
+        mut self,
+        changed: Arc<watch::Sender<u64>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        self.changed = changed;
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reopens a maintenance window stored before selfheal restarted.
+    fn restore_pause(&mut self) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let Some(pause) = self.store.pause_for(&self.service.name, now)? else {
+            return Ok(());
+        };
+        let until = pause.until_ms.map(|until_ms| {
+            let left = crate::store::from_unix_ms(until_ms)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO);
+            Instant::now() + left
+        });
+        self.policy.step(Input::Pause { until }, Instant::now());
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.state = "paused".to_string();
+        view.paused = Some(PauseView {
+            until_ms: pause.until_ms,
+            by: pause.actor,
+            since_ms: pause.at_ms,
+        });
+        Ok(())
     }
 
     pub fn view(&self) -> Arc<Mutex<ServiceView>> {
@@ -183,6 +234,16 @@ impl ServiceRunner {
                         next_requested = self.manual_restart(reply).await;
                         continue;
                     }
+                    Some(Request::Pause { length, by, reply }) => {
+                        next_requested = self.pause(length, &by).await;
+                        let _ = reply.send(self.current_view());
+                        continue;
+                    }
+                    Some(Request::Resume { by, reply }) => {
+                        next_requested = self.resume(&by).await;
+                        let _ = reply.send(self.current_view());
+                        continue;
+                    }
                 },
             }
             next_requested = self.check().await;
@@ -193,8 +254,43 @@ impl ServiceRunner {
         }
     }
 
+    fn current_view(&self) -> ServiceView {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens a maintenance window of `length` (none: until resumed), stored so that it
+    /// outlives a restart of selfheal.
+    async fn pause(&mut self, length: Option<Duration>, by: &str) -> Option<Instant> {
+        let now = SystemTime::now();
+        let pause = crate::store::PauseRow {
+            service: self.service.name.clone(),
+            until_ms: length.map(|length| unix_ms(now + length)),
+            actor: by.to_string(),
+            at_ms: unix_ms(now),
+        };
+        if let Err(error) = self.store.set_pause(&pause) {
+            tracing::error!(service = %self.service.name, %error, "cannot store the pause");
+        }
+        tracing::info!(service = %self.service.name, by, "healing paused");
+        let until = length.map(|length| Instant::now() + length);
+        let decision = self.policy.step(Input::Pause { until }, Instant::now());
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).paused = Some(PauseView {
+            until_ms: pause.until_ms,
+            by: pause.actor,
+            since_ms: pause.at_ms,
+        });
+        self.apply(decision).await
+    }
+
+    async fn resume(&mut self, by: &str) -> Option<Instant> {
+        tracing::info!(service = %self.service.name, by, "healing resumed");
+        let decision = self.policy.step(Input::Resume, Instant::now());
+        self.apply(decision).await
+    }
+
     /// Observes, decides and acts once. Returns the time of the next check the policy requests.
     pub async fn check(&mut self) -> Option<Instant> {
+        let started = Instant::now();
         let mut observation = observe(&self.managers, &self.target, &self.service).await;
         // A service that is down in heal mode is about to be restarted, or waits for a
         // blocker to go away: look for what a restart cannot fix.
@@ -215,8 +311,18 @@ impl ServiceRunner {
             probe = %observation.probe_summary(),
             "checked"
         );
+        let probe_seconds = slowest_probe(&observation);
+        self.metrics.observe_check(
+            &self.service.name,
+            started.elapsed().as_secs_f64(),
+            probe_seconds,
+        );
         self.last = Some(observation.clone());
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).checks += 1;
+        {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.checks += 1;
+            view.probe_ms = probe_seconds.map(|seconds| (seconds * 1e4).round() / 10.0);
+        }
         let decision = self
             .policy
             .step(Input::Checked(observation), Instant::now());
@@ -247,6 +353,7 @@ impl ServiceRunner {
                     self.alerts.incident_closed(incident, *verdict);
                     self.diagnosis.clear();
                 }
+                self.count(event);
                 self.incident = record(
                     &self.store,
                     &self.service.name,
@@ -275,6 +382,10 @@ impl ServiceRunner {
                 return decision.next_check;
             }
             let manual = matches!(self.policy.phase(), Phase::Restarting { manual: true });
+            self.view
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_restart_ms = Some(unix_ms(SystemTime::now()));
             if let Err(error) =
                 self.store
                     .record_restart(&self.service.name, SystemTime::now(), manual)
@@ -291,6 +402,35 @@ impl ServiceRunner {
             decision = self
                 .policy
                 .step(Input::RestartFinished(result), Instant::now());
+        }
+    }
+
+    /// Counts restarts and their outcomes into the metrics, and ends a stored pause when the
+    /// policy resumes.
+    fn count(&self, event: &Event) {
+        let name = &self.service.name;
+        match event {
+            Event::RestartIssued { manual } => self.metrics.restart_issued(name, *manual),
+            Event::IncidentClosed {
+                verdict: Verdict::Healed,
+                ..
+            }
+            | Event::ManualRestartVerified => self.metrics.restart_outcome(name, "healed"),
+            Event::NeedsAttention {
+                verdict: Verdict::RestartFailed,
+                ..
+            } => self.metrics.restart_outcome(name, "failed"),
+            Event::NeedsAttention {
+                verdict: Verdict::CannotRestart,
+                ..
+            } => self.metrics.restart_outcome(name, "cannot_restart"),
+            Event::Resumed { .. } => {
+                if let Err(error) = self.store.clear_pause(name) {
+                    tracing::error!(service = %name, %error, "cannot remove the stored pause");
+                }
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).paused = None;
+            }
+            _ => {}
         }
     }
 
@@ -402,7 +542,16 @@ impl ServiceRunner {
     fn update_view(&mut self, decision: &Decision) {
         let now = unix_ms(SystemTime::now());
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        let state = self.policy.phase().label().to_string();
+        let paused = self.policy.paused().is_some()
+            && !matches!(
+                self.policy.phase(),
+                Phase::Restarting { .. } | Phase::Verifying { .. }
+            );
+        let state = if paused {
+            "paused".to_string()
+        } else {
+            self.policy.phase().label().to_string()
+        };
         if view.state != state {
             view.state = state;
             view.since_ms = now;
@@ -444,11 +593,37 @@ impl ServiceRunner {
             last_action: view.last_action.clone(),
             last_action_ms: view.last_action_ms,
         };
+        let needs_attention = matches!(self.policy.phase(), Phase::NeedsAttention { .. });
+        self.metrics.set_state(
+            &self.service.name,
+            view.state == "healthy",
+            needs_attention && !paused,
+            self.policy.paused().is_some(),
+        );
+        self.metrics
+            .set_incident_open(&self.service.name, self.incident.is_some());
         drop(view);
         if let Err(error) = self.store.save_service_state(&row) {
             tracing::error!(service = %self.service.name, %error, "cannot store service state");
         }
+        self.changed
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
+}
+
+/// The slowest probe's latency in seconds when every probe passed; none when one failed or
+/// the service has none.
+fn slowest_probe(observation: &Observation) -> Option<f64> {
+    let mut slowest: Option<Duration> = None;
+    for report in &observation.probes {
+        match &report.outcome {
+            probe::Outcome::Healthy { latency, .. } => {
+                slowest = Some(slowest.map_or(*latency, |seen| seen.max(*latency)));
+            }
+            _ => return None,
+        }
+    }
+    slowest.map(|latency| latency.as_secs_f64())
 }
 
 #[cfg(test)]

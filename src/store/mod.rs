@@ -428,6 +428,36 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Incidents of one service (or all), newest first; only open ones when `open_only`.
+    pub fn incidents_of(
+        &self,
+        service: Option<&str>,
+        open_only: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let open = if open_only {
+            "AND closed_ms IS NULL"
+        } else {
+            ""
+        };
+        let mut stmt = conn.prepare(&format!(
+            "{INCIDENT_COLUMNS} WHERE (?1 IS NULL OR service = ?1) {open} ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![service, limit as i64], incident_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Incidents open at any time since `since`: still open, or closed after it. Oldest first.
+    pub fn incidents_since(&self, since: SystemTime) -> anyhow::Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{INCIDENT_COLUMNS} WHERE closed_ms IS NULL OR closed_ms >= ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![unix_ms(since)], incident_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn events(&self, incident: i64) -> anyhow::Result<Vec<EventRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
