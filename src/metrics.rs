@@ -238,5 +238,24 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(text.contains("selfheal_build_info{version=\""), "{text}");
+
+        // Every series the shipped alerting rules use is one selfheal exports.
+        let rules = include_str!("../dist/prometheus/selfheal.rules.yml");
+        let mut used = 0;
+        for (index, _) in rules.match_indices("selfheal_") {
+            let name: String = rules[index..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name.ends_with(".rules") || name == "selfheal_" {
+                continue;
+            }
+            used += 1;
+            assert!(
+                text.contains(&format!("\n{name}{{")),
+                "{name} is not exported:\n{text}"
+            );
+        }
+        assert!(used >= 6, "the rules use {used} selfheal series");
     }
 }

@@ -1,4 +1,4 @@
-//! Who is asking: password logins with sessions, bearer tokens, CSRF tokens and login
+//! Authentication: password logins with sessions, bearer tokens, CSRF tokens and login
 //! throttling. Everything here is in memory: a restart of selfheal logs everyone out.
 
 use std::collections::{HashMap, VecDeque};
@@ -49,7 +49,7 @@ struct Session {
     last_seen: Instant,
 }
 
-/// Why a login was refused.
+/// Reason a login was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginError {
     /// Wrong user name or password; the message does not say which.
@@ -207,12 +207,12 @@ pub fn csrf_matches(expected: &str, submitted: &str) -> bool {
 }
 
 /// A well-formed Argon2id hash with the parameters `selfheal passwd` uses, checked for users
-/// that do not exist; the answer is no whatever it matches.
+/// that do not exist, where verification fails whatever the password.
 const DUMMY: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2VsZmhlYWxkdW1teXNhbHQ$J2pQ1Y0mdx6pvTgqj4yb9kZQn1CLu9xrUkKOEYSJb5E";
 
 /// Verifies `password` against an Argon2 PHC string. Without a hash, a fixed one is checked
-/// so that an unknown user costs as much time as a known one, and the answer is no.
+/// so that an unknown user costs as much time as a known one, and verification fails.
 fn verify_password(hash: Option<&str>, password: &str) -> bool {
     let known = hash.is_some();
     let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DUMMY)) else {

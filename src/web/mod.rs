@@ -51,7 +51,7 @@ pub struct Client {
     pub address: IpAddr,
     /// The connection came straight from this host, not through a proxy.
     pub direct_local: bool,
-    /// The browser reached us over HTTPS (directly, or the proxy says so).
+    /// The browser reached the dashboard over HTTPS, directly or as the trusted proxy reports.
     pub secure: bool,
     pub principal: Option<Principal>,
     /// The session cookie's value, when the principal came from it.
@@ -325,6 +325,27 @@ mod tests {
         );
         let map = headers(&[("x-forwarded-for", "not an address")]);
         assert_eq!(forwarded_client(&map, &trusted), None);
+    }
+
+    #[test]
+    fn openapi_documents_every_route() {
+        let spec = include_str!("../../docs/openapi.yaml");
+        let source = include_str!("mod.rs");
+        let routes: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(".route(\""))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(routes.len() >= 15, "{routes:?}");
+        for route in routes {
+            let page = matches!(route, "/" | "/login" | "/logout") || route.starts_with("/static/");
+            if !page {
+                assert!(
+                    spec.contains(&format!("\n  {route}:\n")),
+                    "{route} is not in docs/openapi.yaml"
+                );
+            }
+        }
     }
 
     #[test]
