@@ -31,7 +31,7 @@ struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabel {
-    /// `sent`, `pending` or `expired`.
+    /// `sent`, `pending` (still retrying) or `failed` (given up).
     state: String,
 }
 
@@ -125,7 +125,8 @@ impl Metrics {
         );
         registry.register(
             "alert_messages",
-            "Alert messages in the spool by state",
+            "Alert messages in the spool: sent, pending (still retrying) or failed (given up \
+             after expire_after)",
             metrics.alerts.clone(),
         );
         registry.register(
@@ -192,8 +193,8 @@ impl Metrics {
     }
 
     /// Sets the spool's message counts, read from the store before each scrape.
-    pub fn set_alerts(&self, sent: i64, pending: i64, expired: i64) {
-        for (state, count) in [("sent", sent), ("pending", pending), ("expired", expired)] {
+    pub fn set_alerts(&self, sent: i64, pending: i64, failed: i64) {
+        for (state, count) in [("sent", sent), ("pending", pending), ("failed", failed)] {
             self.alerts
                 .get_or_create(&AlertLabel {
                     state: state.to_string(),

@@ -63,7 +63,7 @@ pub async fn metrics(
         );
     }
     match web.store.alert_counts() {
-        Ok((sent, pending, expired)) => web.engine.metrics().set_alerts(sent, pending, expired),
+        Ok((sent, pending, failed)) => web.engine.metrics().set_alerts(sent, pending, failed),
         Err(failure) => tracing::warn!(error = %failure, "cannot count alerts for the metrics"),
     }
     (

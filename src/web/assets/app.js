@@ -167,7 +167,7 @@ function renderTable() {
         view.checked_ms ? time(view.checked_ms, ago(view.checked_ms)) : "not yet"),
       el("td", { "data-label": "Probe", title: view.last_probe || "" },
         view.probe_ms != null ? view.probe_ms + " ms" : "—"),
-      el("td", { "data-label": "Up for" },
+      el("td", { "data-label": "Healthy for" },
         view.state === "healthy" ? span(Math.round((Date.now() - view.since_ms) / 1000)) : "—"),
       el("td", { "data-label": "Last restart" },
         view.last_restart_ms ? time(view.last_restart_ms, ago(view.last_restart_ms)) : "none"),
