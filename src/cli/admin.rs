@@ -27,7 +27,7 @@ pub async fn pause(config: &Config, name: &str, length: Option<&str>) -> anyhow:
     };
     match control::request(&config.control_socket, &request, Duration::from_secs(30)).await? {
         Some(ControlResponse::Service { view }) => {
-            println!("{}", describe(&view));
+            outln!("{}", describe(&view));
             Ok(ExitCode::SUCCESS)
         }
         Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
@@ -42,7 +42,7 @@ pub async fn pause(config: &Config, name: &str, length: Option<&str>) -> anyhow:
                 at_ms: unix_ms(now),
             })?;
             audit(&store, "pause", name);
-            println!(
+            outln!(
                 "selfheal is not running; healing of {name} is paused {} from its start",
                 until_text(length.map(|length| unix_ms(now + length)))
             );
@@ -57,7 +57,7 @@ pub async fn resume(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
     };
     match control::request(&config.control_socket, &request, Duration::from_secs(30)).await? {
         Some(ControlResponse::Service { view }) => {
-            println!("{}", describe(&view));
+            outln!("{}", describe(&view));
             Ok(ExitCode::SUCCESS)
         }
         Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
@@ -66,7 +66,7 @@ pub async fn resume(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
             let store = Store::open(&config.state_db())?;
             store.clear_pause(name)?;
             audit(&store, "resume", name);
-            println!("selfheal is not running; {name} will be healed again from its start");
+            outln!("selfheal is not running; {name} will be healed again from its start");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -129,7 +129,7 @@ pub fn passwd() -> anyhow::Result<ExitCode> {
         );
     }
     let hash = hash_password(&password)?;
-    println!("{hash}");
+    outln!("{hash}");
     eprintln!(
         "Put it under [dashboard] in the config as admin_password_hash = \"{hash}\" (or \
          readonly_password_hash for the viewer user), then restart selfheal."
@@ -146,7 +146,7 @@ pub fn token(name: &str, role: &str) -> anyhow::Result<ExitCode> {
         anyhow::bail!("token name \"{name}\" must be one word without quotes");
     }
     let token = random_token();
-    println!("{token}");
+    outln!("{token}");
     eprintln!(
         "Give the line above to the client (Authorization: Bearer TOKEN); selfheal keeps only \
          its digest. Add to the config and restart selfheal:\n\n\

@@ -84,6 +84,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Enabled services, in the order the file names them.
     pub services: Vec<ServiceConfig>,
+    /// Names of the service tables turned off with `enabled = false`.
+    pub disabled: Vec<String>,
     /// Problems that do not stop selfheal from running, such as a password file readable by
     /// other users. `load` returns them with a valid config; the caller logs them.
     pub warnings: Vec<ConfigError>,
@@ -614,10 +616,17 @@ pub fn from_presets_with_root(names: &[&str], root: &Path) -> Config {
             ..AlertConfig::default()
         },
         services,
+        disabled: Vec::new(),
         warnings,
     };
     discover::apply(&mut config, root);
     config
+}
+
+/// Finds the name in `known` that `unknown` most likely misspells, the same way `config check`
+/// suggests a key for an unknown one.
+pub fn closest_name<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    parse::closest_key(unknown, known)
 }
 
 /// [`DEFAULT_SENDMAIL`] when that file exists on this host.

@@ -50,6 +50,10 @@ pub struct ServiceView {
     /// The most specific cause the diagnosis found while the service needs attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    /// Every finding of that diagnosis, most specific first, with its evidence and next step;
+    /// empty when there is none. A daemon from before this field sends none.
+    #[serde(default)]
+    pub findings: Vec<crate::diagnose::Finding>,
     /// Reason the alert about this service has not reached the admin yet, while it has not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_undelivered: Option<String>,

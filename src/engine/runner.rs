@@ -141,6 +141,10 @@ impl ServiceRunner {
                 .as_ref()
                 .and_then(|row| row.diagnosis.first())
                 .map(|finding| finding.summary.clone()),
+            findings: open
+                .as_ref()
+                .map(|row| row.diagnosis.clone())
+                .unwrap_or_default(),
         };
         let diagnosis = open
             .as_ref()
@@ -575,6 +579,7 @@ impl ServiceRunner {
             .diagnosis
             .first()
             .map(|finding| finding.summary.clone());
+        view.findings = self.diagnosis.clone();
         if let Some(action) = decision
             .events
             .iter()
