@@ -116,7 +116,7 @@ async fn handle(stream: UnixStream, engine: &Engine, store: &Store) -> anyhow::R
             services: engine.views(),
         },
         Ok(ControlRequest::Restart { service }) => {
-            let result = engine.restart(&service).await;
+            let result = engine.restart(&service, ACTOR).await;
             let outcome = match &result {
                 Ok(outcome) => outcome.message.clone(),
                 Err(message) => message.clone(),
@@ -134,7 +134,10 @@ async fn handle(stream: UnixStream, engine: &Engine, store: &Store) -> anyhow::R
             service_response(store, "pause", &service, result)
         }
         Ok(ControlRequest::Resume { service }) => {
-            let result = engine.resume(&service, ACTOR).await;
+            let result = match engine.view(&service) {
+                Ok(view) if view.paused.is_none() => Err(format!("{service} is not paused")),
+                _ => engine.resume(&service, ACTOR).await,
+            };
             service_response(store, "resume", &service, result)
         }
     };

@@ -46,6 +46,7 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     }
 
     let store = Arc::new(Store::open(&config.state_db())?);
+    store.note_start(std::time::SystemTime::now())?;
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let alerting = Alerting::start(&config, store.clone(), host.clone())?;
     let alerts = AlertSender::new(alerting.outbox.clone(), host);

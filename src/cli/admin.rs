@@ -17,8 +17,12 @@ const MIN_PASSWORD: usize = 12;
 /// Pauses healing of `name` through the running daemon, or stores the pause for its next
 /// start when it is not running.
 pub async fn pause(config: &Config, name: &str, length: Option<&str>) -> anyhow::Result<ExitCode> {
-    let length = match length {
-        Some(text) => Some(crate::web::parse_pause(text).map_err(anyhow::Error::msg)?),
+    let length = match length.map(crate::web::parse_pause) {
+        Some(Ok(length)) => Some(length),
+        Some(Err(message)) => {
+            eprintln!("selfheal: {message}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
         None => None,
     };
     let request = ControlRequest::Pause {
@@ -117,9 +121,16 @@ pub fn passwd() -> anyhow::Result<ExitCode> {
         }
         first
     } else {
+        // One line, as from `echo PASSWORD | selfheal passwd` in a provisioning script.
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_string()
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        if password.is_empty() {
+            anyhow::bail!(
+                "no password read from standard input; type it at the prompt, or pipe one line"
+            );
+        }
+        password
     };
     if password.chars().count() < MIN_PASSWORD {
         anyhow::bail!(
@@ -145,7 +156,7 @@ pub fn token(name: &str, role: &str) -> anyhow::Result<ExitCode> {
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '"') {
         anyhow::bail!("token name \"{name}\" must be one word without quotes");
     }
-    let token = random_token();
+    let token = format!("{}{}", crate::config::TOKEN_PREFIX, random_token()?);
     outln!("{token}");
     eprintln!(
         "Give the line above to the client (Authorization: Bearer TOKEN); selfheal keeps only \

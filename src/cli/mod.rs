@@ -40,7 +40,7 @@ use crate::policy::Health;
 use crate::store::{EventRow, IncidentRow, Store};
 
 /// Exit status for usage and config errors.
-const EXIT_USAGE: u8 = 2;
+pub(super) const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -651,7 +651,7 @@ async fn restart_without_daemon(
         config.alerts.journal_lines,
     )?;
     let (reply, outcome) = oneshot::channel();
-    let mut next = runner.manual_restart(reply).await;
+    let mut next = runner.manual_restart(reply, "root (command line)").await;
     let outcome = {
         tokio::pin!(outcome);
         loop {

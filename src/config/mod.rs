@@ -404,6 +404,10 @@ impl Role {
     }
 }
 
+/// Start of every API token `selfheal token` prints, so that a token is never mistaken for
+/// the digest the config holds.
+pub const TOKEN_PREFIX: &str = "shtk_";
+
 /// A bearer token: its name for the audit log, the SHA-256 of the token, and its role.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiToken {

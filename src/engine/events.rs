@@ -118,8 +118,12 @@ pub fn record(
     unit: &str,
     incident: Option<i64>,
     event: &Event,
+    requested_by: Option<&str>,
 ) -> Option<i64> {
-    let (kind, text) = describe(event);
+    let (kind, mut text) = describe(event);
+    if let (Event::RestartIssued { manual: true }, Some(by)) = (event, requested_by) {
+        text = format!("restart requested by {by}");
+    }
     match event {
         Event::IncidentOpened { .. }
         | Event::NeedsAttention { .. }

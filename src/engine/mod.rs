@@ -93,8 +93,12 @@ pub struct RestartOutcome {
 pub enum Request {
     /// systemd reported a change of the unit: check now.
     Wake,
-    /// Restart on behalf of an admin and reply once verification has ended.
-    Restart(oneshot::Sender<RestartOutcome>),
+    /// Restart on behalf of an admin (`by`, for the incident history) and reply once
+    /// verification has ended.
+    Restart {
+        by: String,
+        reply: oneshot::Sender<RestartOutcome>,
+    },
     /// Pause healing for a while (none: until resumed) on behalf of `by`; replies with the
     /// new view.
     Pause {
@@ -230,9 +234,10 @@ impl Engine {
     }
 
     /// Ask a service's task for a manual restart and wait for its verified outcome.
-    pub async fn restart(&self, service: &str) -> Result<RestartOutcome, String> {
-        let (tx, rx) = oneshot::channel();
-        self.send(service, Request::Restart(tx)).await?;
+    pub async fn restart(&self, service: &str, by: &str) -> Result<RestartOutcome, String> {
+        let (reply, rx) = oneshot::channel();
+        let by = by.to_string();
+        self.send(service, Request::Restart { by, reply }).await?;
         rx.await
             .map_err(|_| format!("the task of service {service} ended before the restart finished"))
     }

@@ -92,6 +92,11 @@ pub struct ServiceRunner {
     diagnosis: Vec<Finding>,
     /// Bumped after every change of the view, for the dashboard's live feed.
     changed: Arc<watch::Sender<u64>>,
+    /// Who asked for the manual restart being carried out, for the incident history.
+    requested_by: Option<String>,
+    /// The state and its start before a pause, restored when the service is in that state
+    /// again after it, so that a pause does not reset "healthy since".
+    before_pause: Option<(String, i64)>,
     metrics: Arc<Metrics>,
 }
 
@@ -164,6 +169,8 @@ impl ServiceRunner {
             waiting_admin: None,
             diagnosis,
             changed: Arc::new(watch::channel(0).0),
+            requested_by: None,
+            before_pause: None,
             metrics: Arc::new(Metrics::new()),
         };
         runner.restore_pause()?;
@@ -234,8 +241,8 @@ impl ServiceRunner {
                         while let Ok(Request::Wake) = requests.try_recv() {}
                         tracing::debug!(service = %self.service.name, "unit changed, checking now");
                     }
-                    Some(Request::Restart(reply)) => {
-                        next_requested = self.manual_restart(reply).await;
+                    Some(Request::Restart { by, reply }) => {
+                        next_requested = self.manual_restart(reply, &by).await;
                         continue;
                     }
                     Some(Request::Pause { length, by, reply }) => {
@@ -337,11 +344,14 @@ impl ServiceRunner {
     pub async fn manual_restart(
         &mut self,
         reply: oneshot::Sender<RestartOutcome>,
+        by: &str,
     ) -> Option<Instant> {
-        tracing::info!(service = %self.service.name, "manual restart requested");
+        tracing::info!(service = %self.service.name, by, "manual restart requested");
         self.waiting_admin = Some(reply);
         let decision = self.policy.step(Input::RestartRequested, Instant::now());
+        self.requested_by = Some(by.to_string());
         let next = self.apply(decision).await;
+        self.requested_by = None;
         self.answer_admin().await;
         next
     }
@@ -364,6 +374,7 @@ impl ServiceRunner {
                     &self.target.label(),
                     self.incident,
                     event,
+                    self.requested_by.as_deref(),
                 );
             }
             if decision
@@ -557,8 +568,21 @@ impl ServiceRunner {
             self.policy.phase().label().to_string()
         };
         if view.state != state {
+            let resumed_as_before = view.state == "paused"
+                && self
+                    .before_pause
+                    .as_ref()
+                    .is_some_and(|(before, _)| *before == state);
+            if state == "paused" {
+                self.before_pause = Some((view.state.clone(), view.since_ms));
+                view.since_ms = now;
+            } else if resumed_as_before {
+                view.since_ms = self.before_pause.take().map_or(now, |(_, since)| since);
+            } else {
+                self.before_pause = None;
+                view.since_ms = now;
+            }
             view.state = state;
-            view.since_ms = now;
         }
         view.checked_ms = Some(now);
         view.incident = self.incident;

@@ -151,6 +151,20 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit(at_ms);
 "#,
+    // Facts about the database itself, such as when selfheal first ran, so that the history
+    // does not show the time before it as "up". An older database starts at its oldest record.
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (key, value)
+    SELECT 'first_start_ms', MIN(ms) FROM (
+        SELECT MIN(opened_ms) AS ms FROM incidents
+        UNION ALL SELECT MIN(since_ms) FROM service_state
+    ) WHERE ms IS NOT NULL
+    HAVING MIN(ms) IS NOT NULL;
+"#,
 ];
 
 pub fn unix_ms(time: SystemTime) -> i64 {

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -206,7 +207,7 @@ pub async fn restart(
         Err(response) => return response,
     };
     tracing::info!(service = %name, %actor, "restart requested through the dashboard");
-    match web.engine.restart(&name).await {
+    match web.engine.restart(&name, &actor).await {
         Ok(outcome) => {
             web.audit(&client, &actor, "restart", Some(&name), &outcome.message);
             Json(outcome).into_response()
@@ -231,13 +232,31 @@ pub async fn pause(
     Extension(client): Extension<Client>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Option<Json<PauseRequest>>,
+    body: axum::body::Bytes,
 ) -> Response {
     let actor = match authorize_change(&web, &client, &headers, "pause", &name) {
         Ok(actor) => actor,
         Err(response) => return response,
     };
-    let length = match body.and_then(|Json(request)| request.length) {
+    // The body is optional and read as JSON whatever its Content-Type, so that every mistake
+    // gets a JSON error that says what to send.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        PauseRequest { length: None }
+    } else {
+        match serde_json::from_slice::<PauseRequest>(&body) {
+            Ok(request) => request,
+            Err(failure) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "invalid pause request ({failure}); send {{\"for\": \"30m\"}}, or no \
+                         body to pause until resumed"
+                    ),
+                )
+            }
+        }
+    };
+    let length = match request.length {
         None => None,
         Some(text) => match parse_pause(&text) {
             Ok(length) => Some(length),
@@ -258,6 +277,20 @@ pub async fn resume(
         Ok(actor) => actor,
         Err(response) => return response,
     };
+    if web
+        .engine
+        .view(&name)
+        .is_ok_and(|view| view.paused.is_none())
+    {
+        web.audit(
+            &client,
+            &actor,
+            "resume",
+            Some(&name),
+            "refused: not paused",
+        );
+        return error(StatusCode::CONFLICT, &format!("{name} is not paused"));
+    }
     let result = web.engine.resume(&name, &actor).await;
     change_response(&web, &client, &actor, "resume", &name, result)
 }
@@ -314,17 +347,27 @@ struct IncidentWithEvents {
 pub async fn incidents(
     State(web): State<Arc<Web>>,
     Extension(client): Extension<Client>,
-    Query(query): Query<IncidentQuery>,
+    query: Result<Query<IncidentQuery>, QueryRejection>,
 ) -> Response {
     if let Err(response) = require(&client, Role::ReadOnly) {
         return response;
     }
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return invalid_query(&rejection),
+    };
     if let Some(service) = &query.service {
         if let Err(message) = web.engine.view(service) {
             return error(StatusCode::NOT_FOUND, &message);
         }
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("limit {limit} is outside 1 to 500"),
+        );
+    }
     let listed = web
         .store
         .incidents_of(query.service.as_deref(), query.open, limit)
@@ -342,6 +385,13 @@ pub async fn incidents(
     }
 }
 
+fn invalid_query(rejection: &QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid query string: {}", rejection.body_text()),
+    )
+}
+
 fn store_error(failure: &anyhow::Error) -> Response {
     tracing::error!(error = %failure, "state database read failed");
     error(
@@ -356,7 +406,7 @@ pub struct HistoryQuery {
 }
 
 /// One service's history in hourly bars, oldest first: 0 up, 1 an incident selfheal or
-/// systemd healed, 2 needed the admin.
+/// systemd healed, 2 needed the admin, 3 no data (before selfheal first ran).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ServiceHistory {
     service: String,
@@ -368,12 +418,22 @@ pub struct ServiceHistory {
 pub async fn history(
     State(web): State<Arc<Web>>,
     Extension(client): Extension<Client>,
-    Query(query): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     if let Err(response) = require(&client, Role::ReadOnly) {
         return response;
     }
-    let days = query.days.unwrap_or(7).clamp(1, HISTORY_DAYS_MAX);
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return invalid_query(&rejection),
+    };
+    let days = query.days.unwrap_or(7);
+    if !(1..=HISTORY_DAYS_MAX).contains(&days) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("days {days} is outside 1 to {HISTORY_DAYS_MAX}"),
+        );
+    }
     let now_ms = unix_ms(SystemTime::now());
     // Bars end at the next full hour, so that the last bar is the current hour.
     let end_ms = (now_ms / HOUR_MS + 1) * HOUR_MS;
@@ -382,10 +442,14 @@ pub async fn history(
     match web.store.incidents_since(since) {
         Ok(rows) => {
             let names = web.engine.service_names();
+            let mut services = bars(&names, &rows, start_ms, end_ms, now_ms);
+            let first_ms = web.store.first_start_ms().ok().flatten().unwrap_or(now_ms);
+            mark_no_data(&mut services, start_ms, first_ms);
             Json(json!({
                 "start_ms": start_ms,
                 "bar_ms": HOUR_MS,
-                "services": bars(&names, &rows, start_ms, end_ms, now_ms),
+                "first_start_ms": first_ms,
+                "services": services,
             }))
             .into_response()
         }
@@ -448,6 +512,21 @@ pub fn bars(
         .filter_map(|name| by_service.remove(name.as_str()))
         .collect()
 }
+
+/// Marks the bars that ended before selfheal first ran as "no data".
+fn mark_no_data(services: &mut [ServiceHistory], start_ms: i64, first_ms: i64) {
+    let empty = ((first_ms - start_ms) / HOUR_MS).max(0) as usize;
+    for service in services {
+        for bar in service.bars.iter_mut().take(empty) {
+            if *bar == 0 {
+                *bar = NO_DATA;
+            }
+        }
+    }
+}
+
+/// Bar value for hours before selfheal first ran.
+const NO_DATA: u8 = 3;
 
 pub async fn alerts(State(web): State<Arc<Web>>, Extension(client): Extension<Client>) -> Response {
     if let Err(response) = require(&client, Role::ReadOnly) {
@@ -572,6 +651,17 @@ mod tests {
         assert_eq!((postfix.healed, postfix.needed_attention), (2, 1));
         let dovecot = &history[1];
         assert_eq!(&dovecot.bars[21..], &[0, 2, 2]);
+    }
+
+    #[test]
+    fn hours_before_the_first_start_have_no_data() {
+        let names = vec!["postfix".to_string()];
+        let start = 1_000 * HOUR_MS;
+        let end = start + 24 * HOUR_MS;
+        let mut history = bars(&names, &[], start, end, end - 1);
+        // First run in the middle of hour 20: hours 0 to 19 ended before it.
+        mark_no_data(&mut history, start, start + 20 * HOUR_MS + HOUR_MS / 2);
+        assert_eq!(&history[0].bars[18..22], &[3, 3, 0, 0]);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum LoginError {
     /// Too many failures; try again after this long.
     ThrottledAddress(Duration),
     ThrottledAccount(Duration),
+    /// No session could be made (no random numbers).
+    Internal(String),
 }
 
 pub struct Auth {
@@ -130,8 +132,12 @@ impl Auth {
             record_failure(&self.failures_by_account, account, now);
             return Err(LoginError::Invalid);
         }
-        let token = random_token();
-        let csrf = random_token();
+        let (token, csrf) = match (random_token(), random_token()) {
+            (Ok(token), Ok(csrf)) => (token, csrf),
+            (Err(error), _) | (_, Err(error)) => {
+                return Err(LoginError::Internal(error.to_string()))
+            }
+        };
         let mut sessions = lock(&self.sessions);
         self.expire(&mut sessions, now);
         if sessions.len() >= MAX_SESSIONS {
@@ -236,15 +242,13 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// 32 random bytes in hexadecimal: session IDs, CSRF tokens and API tokens.
-pub fn random_token() -> String {
+/// Returns 32 random bytes in hexadecimal: session IDs, CSRF tokens and, with
+/// [`TOKEN_PREFIX`](crate::config::TOKEN_PREFIX), API tokens.
+pub fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    // The kernel's random source does not fail on Linux once booted; a zero token would only
-    // be guessable, never accepted twice, as sessions are keyed by it.
-    if getrandom::fill(&mut bytes).is_err() {
-        tracing::error!("the kernel's random source failed");
-    }
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    getrandom::fill(&mut bytes)
+        .map_err(|error| anyhow::anyhow!("the kernel's random source failed: {error}"))?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// SHA-256 of a token in hexadecimal, as `[[dashboard.token]] sha256` holds it.

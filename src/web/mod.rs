@@ -56,6 +56,10 @@ pub struct Client {
     pub principal: Option<Principal>,
     /// The session cookie's value, when the principal came from it.
     pub session: Option<String>,
+    /// The request carried a bearer token that matches no configured token.
+    pub unknown_token: bool,
+    /// The request came through a trusted reverse proxy.
+    pub proxied: bool,
 }
 
 /// The peer address of a connection, added by the accept loop.
@@ -119,11 +123,13 @@ impl Web {
                 .and_then(|value| value.to_str().ok())
                 .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
         let now = Instant::now();
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let session = cookie(headers, SESSION_COOKIE);
         let (principal, session) = match bearer {
             Some(token) => (self.auth.bearer(token), None),
@@ -136,19 +142,23 @@ impl Web {
             address,
             direct_local: peer.ip().is_loopback() && !from_proxy,
             secure: self.tls || proxy_says_https,
+            unknown_token: bearer.is_some() && principal.is_none(),
             principal,
             session,
+            proxied: from_proxy,
         }
     }
 
-    /// Attributes of the cookies set: Secure whenever the browser came over HTTPS, and a
-    /// path under the public URL's, so that other applications on the host never see them.
+    /// Returns the attributes of the cookies set: Secure whenever the browser came over HTTPS,
+    /// and, through the proxy, the public URL's path, so that other applications on the host
+    /// never see them. A direct request (an SSH tunnel) gets the whole site.
     fn cookie_attributes(&self, client: &Client) -> String {
         let path = self
             .config
             .dashboard
             .public_url
             .as_deref()
+            .filter(|_| client.proxied)
             .and_then(|url| url.split_once("://"))
             .and_then(|(_, rest)| rest.find('/').map(|slash| rest[slash..].to_string()))
             .filter(|path| !path.is_empty())
@@ -158,7 +168,7 @@ impl Web {
     }
 }
 
-/// The rightmost address in `X-Forwarded-For` that is not a trusted proxy: the one the
+/// Returns the rightmost address in `X-Forwarded-For` that is not a trusted proxy: the one the
 /// outermost trusted proxy saw. Addresses further left are the client's own claims.
 fn forwarded_client(headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
     let mut hops: Vec<IpAddr> = Vec::new();
@@ -171,7 +181,7 @@ fn forwarded_client(headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
     hops.into_iter().rev().find(|hop| !trusted.contains(hop))
 }
 
-/// The value of cookie `name`, if the request carries it.
+/// Returns the value of cookie `name`, if the request carries it.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -194,6 +204,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/logout", post(pages::logout))
         .route("/static/app.js", get(pages::script))
         .route("/static/app.css", get(pages::style))
+        .route("/static/favicon.svg", get(pages::icon))
         .route("/api/v1/session", get(api::session))
         .route("/api/v1/services", get(api::services))
         .route("/api/v1/services/{name}", get(api::service))
@@ -265,10 +276,13 @@ async fn security_headers(request: Request, next: Next) -> Response {
 #[allow(clippy::result_large_err)]
 fn require(client: &Client, needed: Role) -> Result<&Principal, Response> {
     let Some(principal) = &client.principal else {
-        return Err(api::error(
-            StatusCode::UNAUTHORIZED,
-            "log in first, or send an API token as Authorization: Bearer TOKEN",
-        ));
+        let message = if client.unknown_token {
+            "the API token is not known: its SHA-256 is in no [[dashboard.token]] of the \
+             config; `selfheal token` prints a token with its entry"
+        } else {
+            "log in first, or send an API token as Authorization: Bearer TOKEN"
+        };
+        return Err(api::error(StatusCode::UNAUTHORIZED, message));
     };
     let allowed = match needed {
         Role::Admin => principal.role == Role::Admin,
@@ -289,7 +303,7 @@ fn require(client: &Client, needed: Role) -> Result<&Principal, Response> {
     Ok(principal)
 }
 
-/// A redirect to a path relative to the current one, so it works under any proxy prefix.
+/// Redirects to a path relative to the current one, so that it works under any proxy prefix.
 fn see_other(location: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
@@ -338,7 +352,7 @@ mod tests {
             .collect();
         assert!(routes.len() >= 15, "{routes:?}");
         for route in routes {
-            let page = matches!(route, "/" | "/login" | "/logout") || route.starts_with("/static/");
+            let page = route == "/" || route.starts_with("/static/");
             if !page {
                 assert!(
                     spec.contains(&format!("\n  {route}:\n")),

@@ -20,12 +20,22 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const FAVICON: &str = include_str!("assets/favicon.svg");
 
+/// Serves the page, with the session's CSRF token in the logout form so that logging out
+/// works without JavaScript too.
 pub async fn index(Extension(client): Extension<Client>) -> Response {
     match &client.principal {
-        Some(principal) if principal.role != Role::Metrics => Html(INDEX_HTML).into_response(),
+        Some(principal) if principal.role != Role::Metrics => {
+            let csrf = principal.csrf.as_deref().unwrap_or("");
+            Html(INDEX_HTML.replace("{{csrf}}", &escape(csrf))).into_response()
+        }
         _ => see_other("login"),
     }
+}
+
+pub async fn icon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], FAVICON).into_response()
 }
 
 pub async fn script() -> Response {
@@ -62,7 +72,13 @@ pub async fn login_form(
 
 /// Renders the login form with a fresh CSRF token, set as a cookie and as a hidden field.
 fn login_page(web: &Web, client: &Client, status: StatusCode, message: &str) -> Response {
-    let token = random_token();
+    let token = match random_token() {
+        Ok(token) => token,
+        Err(error) => {
+            tracing::error!(%error, "cannot make a login form token");
+            return super::api::error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
+        }
+    };
     let message = if message.is_empty() {
         String::new()
     } else {
@@ -147,6 +163,11 @@ pub async fn login(
                         minutes(wait)
                     ),
                     "refused: too many failures from this address".to_string(),
+                ),
+                LoginError::Internal(error) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("The login failed inside selfheal: {error}. Its log has details."),
+                    format!("failed: {error}"),
                 ),
                 LoginError::ThrottledAccount(wait) => (
                     StatusCode::TOO_MANY_REQUESTS,

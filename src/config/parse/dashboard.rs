@@ -16,11 +16,11 @@ const DASHBOARD_KEYS: Keys = &[
     ),
     (
         "admin_password_hash",
-        r#"admin_password_hash = "$argon2id$v=19$..." (from `selfheal passwd`)"#,
+        r#"admin_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...""#,
     ),
     (
         "readonly_password_hash",
-        r#"readonly_password_hash = "$argon2id$v=19$..." (from `selfheal passwd`)"#,
+        r#"readonly_password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...""#,
     ),
     ("token", "[[dashboard.token]]"),
     ("metrics", r#"metrics = "loopback""#),
@@ -36,10 +36,7 @@ const DASHBOARD_KEYS: Keys = &[
 
 const TOKEN_KEYS: Keys = &[
     ("name", r#"name = "prometheus""#),
-    (
-        "sha256",
-        r#"sha256 = "9f86d081..." (from `selfheal token`)"#,
-    ),
+    ("sha256", r#"sha256 = "9f86d081884c7d65...""#),
     ("role", r#"role = "metrics""#),
 ];
 
@@ -57,6 +54,8 @@ impl Checker<'_> {
         let mut listen_line = field.line;
         let mut tls_cert = None;
         let mut tls_key = None;
+        // Both TLS keys present, readable or not: their own errors say what is wrong then.
+        let mut tls_keys = (false, false);
         let mut plain_line = None;
         for entry in self.fields(table, &field.path, field.line, &[DASHBOARD_KEYS]) {
             match entry.name {
@@ -82,8 +81,14 @@ impl Checker<'_> {
                     plain_line = Some(entry.line);
                     dashboard.allow_plain_http = self.boolean(&entry).unwrap_or(false);
                 }
-                "tls_cert" => tls_cert = self.readable_file(&entry).map(|p| (p, entry.line)),
-                "tls_key" => tls_key = self.readable_file(&entry).map(|p| (p, entry.line)),
+                "tls_cert" => {
+                    tls_keys.0 = true;
+                    tls_cert = self.readable_file(&entry).map(|p| (p, entry.line));
+                }
+                "tls_key" => {
+                    tls_keys.1 = true;
+                    tls_key = self.readable_file(&entry).map(|p| (p, entry.line));
+                }
                 "trusted_proxies" => {
                     if let Some(proxies) = self.addresses(&entry) {
                         dashboard.trusted_proxies = proxies;
@@ -93,12 +98,14 @@ impl Checker<'_> {
                     if let Some(idle) = self.duration(&entry, false) {
                         let (low, high) = SESSION_IDLE_RANGE;
                         if idle < low || idle > high {
+                            let written = entry
+                                .node
+                                .value()
+                                .and_then(toml_edit::Value::as_str)
+                                .unwrap_or_default();
                             self.invalid(
                                 &entry,
-                                format!(
-                                    "session_idle {} is outside 1m to 7d",
-                                    humantime::format_duration(idle)
-                                ),
+                                format!("session_idle \"{written}\" is outside 1m to 7d"),
                             );
                         } else {
                             dashboard.session_idle = idle;
@@ -110,7 +117,7 @@ impl Checker<'_> {
         }
         match (tls_cert, tls_key) {
             (Some((cert, _)), Some((key, _))) => dashboard.tls = Some((cert, key)),
-            (Some((_, line)), None) => self.error(
+            (Some((_, line)), None) if !tls_keys.1 => self.error(
                 line,
                 &join_key(&field.path, "tls_cert"),
                 "tls_cert is set without tls_key; HTTPS needs both the certificate and its \
@@ -118,7 +125,7 @@ impl Checker<'_> {
                     .to_string(),
                 example_of(DASHBOARD_KEYS, "tls_key"),
             ),
-            (None, Some((_, line))) => self.error(
+            (None, Some((_, line))) if !tls_keys.0 => self.error(
                 line,
                 &join_key(&field.path, "tls_key"),
                 "tls_key is set without tls_cert; HTTPS needs both the certificate and its \
@@ -126,11 +133,11 @@ impl Checker<'_> {
                     .to_string(),
                 example_of(DASHBOARD_KEYS, "tls_cert"),
             ),
-            (None, None) => {}
+            _ => {}
         }
         if dashboard.enabled
             && !dashboard.listen.ip().is_loopback()
-            && dashboard.tls.is_none()
+            && tls_keys != (true, true)
             && !dashboard.allow_plain_http
         {
             self.error(
@@ -204,14 +211,18 @@ impl Checker<'_> {
     /// Reads an Argon2 hash in PHC form, as `selfheal passwd` prints it.
     fn password_hash(&mut self, field: &Field<'_>) -> Option<String> {
         let text = self.string(field)?;
-        let valid = argon2::PasswordHash::new(text)
-            .is_ok_and(|hash| hash.algorithm.as_str().starts_with("argon2"));
+        // A hash cut off after its salt still parses as PHC, but nothing matches it.
+        let valid = argon2::PasswordHash::new(text).is_ok_and(|hash| {
+            hash.algorithm.as_str().starts_with("argon2")
+                && hash.salt.is_some()
+                && hash.hash.is_some()
+        });
         if !valid {
             // The value is a secret's hash: it is not repeated in the message.
             self.invalid(
                 field,
-                "is not an Argon2 hash; paste the line `selfheal passwd` prints, which starts \
-                 with $argon2id$"
+                "is not a complete Argon2 hash; paste the whole line `selfheal passwd` prints, \
+                 which starts with $argon2id$ and ends after the last $ with the hash itself"
                     .to_string(),
             );
             return None;
@@ -351,6 +362,15 @@ impl Checker<'_> {
 
     fn sha256(&mut self, field: &Field<'_>) -> Option<[u8; 32]> {
         let text = self.string(field)?;
+        if text.starts_with(crate::config::TOKEN_PREFIX) {
+            self.invalid(
+                field,
+                "is the token itself, which must stay with the client; write the sha256 line \
+                 that `selfheal token` printed next to it"
+                    .to_string(),
+            );
+            return None;
+        }
         let digits = text.strip_prefix("sha256:").unwrap_or(text);
         let mut hash = [0u8; 32];
         let valid = digits.len() == 64

@@ -27,6 +27,15 @@ function iso(ms) {
   return ms ? new Date(ms).toISOString().replace(".000Z", "Z") : "";
 }
 
+// Local date and time to the second, the same form everywhere on the page.
+function stamp(ms) {
+  if (!ms) return "";
+  const date = new Date(ms);
+  const two = (number) => String(number).padStart(2, "0");
+  return date.getFullYear() + "-" + two(date.getMonth() + 1) + "-" + two(date.getDate()) + " " +
+    two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
+}
+
 function ago(ms) {
   if (!ms) return "never";
   const seconds = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -86,9 +95,12 @@ function actionButtons(view, where) {
   const busy = state.busy.get(name);
   const parts = [];
   if (!canAct()) return parts;
+  // A restart cannot help while a blocker (broken config, full disk, taken port) remains, so
+  // the banner does not urge it then.
+  const blocked = (view.findings || []).some((finding) => finding.blocks_restart);
   parts.push(el("button", {
     type: "button",
-    class: where === "banner" ? "primary" : null,
+    class: where === "banner" && !blocked ? "primary" : null,
     "aria-label": "Restart " + name,
     disabled: Boolean(busy),
     onclick: () => restart(name),
@@ -133,8 +145,10 @@ function renderBanners() {
       el("h3", {}, heading),
       el("p", {}, "Since ", time(view.since_ms, ago(view.since_ms)),
         view.unit ? " · unit " + view.unit : "", " · ", view.mode, " mode"));
-    if (view.reason) banner.append(el("p", {}, view.reason));
     const cause = view.findings && view.findings.length ? view.findings[0] : null;
+    if (view.reason && !(cause && view.reason.includes(cause.summary))) {
+      banner.append(el("p", {}, view.reason));
+    }
     if (cause) {
       banner.append(el("p", { class: "cause" }, el("strong", {}, "Cause: "), cause.summary));
       const details = el("details", {}, el("summary", {}, "Evidence and next step"));
@@ -144,6 +158,13 @@ function renderBanners() {
       banner.append(details);
     } else if (view.diagnosis) {
       banner.append(el("p", { class: "cause" }, el("strong", {}, "Cause: "), view.diagnosis));
+    } else {
+      banner.append(el("p", { class: "cause" }, "The diagnosis found no cause: no config error, " +
+        "full disk, taken port or known error in the journal. The incident below lists what was seen."));
+    }
+    if (cause && cause.blocks_restart && canAct()) {
+      banner.append(el("p", { class: "hint" }, "A restart cannot help until the cause is gone; " +
+        (view.mode === "heal" ? "selfheal restarts it by itself then." : "then press Restart.")));
     }
     if (view.alert_undelivered) banner.append(el("p", {}, "Alert not delivered yet: " + view.alert_undelivered));
     banner.append(el("div", { class: "actions" }, ...actionButtons(view, "banner")));
@@ -156,7 +177,7 @@ function renderTable() {
   body.replaceChildren();
   for (const view of state.services) {
     const stateText = view.state + (view.paused
-      ? (view.paused.until_ms ? " until " + new Date(view.paused.until_ms).toLocaleTimeString() : " until resumed")
+      ? (view.paused.until_ms ? " until " + stamp(view.paused.until_ms) : " until resumed")
       : "");
     // data-label names each cell where a narrow screen shows the rows as cards.
     body.append(el("tr", { "data-service": view.service },
@@ -244,7 +265,8 @@ async function loadHistory() {
   const holder = document.getElementById("charts");
   holder.replaceChildren();
   const ns = "http://www.w3.org/2000/svg";
-  const names = ["up", "healed", "attention"];
+  const names = ["up", "healed", "attention", "nodata"];
+  const words = ["up", "healed incident", "needed attention", "no data (before selfheal ran)"];
   for (const service of history.services) {
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("viewBox", "0 0 " + service.bars.length + " 1");
@@ -260,7 +282,7 @@ async function loadHistory() {
       rect.setAttribute("height", 1);
       rect.setAttribute("class", names[level] || "up");
       const title = document.createElementNS(ns, "title");
-      title.textContent = iso(history.start_ms + index * history.bar_ms) + ": " + names[level];
+      title.textContent = stamp(history.start_ms + index * history.bar_ms) + ": " + words[level];
       rect.append(title);
       svg.append(rect);
     });
@@ -278,13 +300,18 @@ async function loadIncidents() {
   const body = document.querySelector("#incidents tbody");
   body.replaceChildren();
   for (const { incident, events } of list) {
-    const outcome = incident.closed_ms
-      ? (incident.resolution || "closed") + (incident.verdict ? " (after " + incident.verdict + ")" : "")
-      : "open" + (incident.verdict ? ": " + incident.verdict : "");
+    let outcome;
+    if (incident.closed_ms) {
+      outcome = (incident.resolution || "closed") + " after " +
+        span(Math.round((incident.closed_ms - incident.opened_ms) / 1000)) +
+        (incident.verdict ? " (it was: " + incident.verdict + ")" : "");
+    } else {
+      outcome = "open" + (incident.verdict ? ": " + incident.verdict : "");
+    }
     const steps = el("details", {}, el("summary", {}, events.length + " events"),
-      el("ul", {}, ...events.map((event) => el("li", {}, time(event.at_ms, iso(event.at_ms)), " ", event.detail))));
+      el("ul", {}, ...events.map((event) => el("li", {}, time(event.at_ms, stamp(event.at_ms)), " ", event.detail))));
     body.append(el("tr", {},
-      el("td", {}, time(incident.opened_ms, iso(incident.opened_ms))),
+      el("td", {}, time(incident.opened_ms, stamp(incident.opened_ms))),
       el("td", {}, incident.service),
       el("td", {}, incident.problem),
       el("td", {}, outcome),
@@ -306,7 +333,7 @@ async function loadAlerts() {
   body.replaceChildren();
   for (const message of alerts.messages) {
     body.append(el("tr", {},
-      el("td", {}, time(message.created_ms, iso(message.created_ms))),
+      el("td", {}, time(message.created_ms, stamp(message.created_ms))),
       el("td", {}, message.subject),
       el("td", {}, message.status + (message.last_error ? ": " + message.last_error : "")),
       el("td", {}, message.channel || "—"),
@@ -322,7 +349,7 @@ async function loadAudit() {
   body.replaceChildren();
   for (const row of rows.slice(0, 50)) {
     body.append(el("tr", {},
-      el("td", {}, time(row.at_ms, iso(row.at_ms))),
+      el("td", {}, time(row.at_ms, stamp(row.at_ms))),
       el("td", {}, row.actor), el("td", {}, row.address), el("td", {}, row.action),
       el("td", {}, row.service || "—"), el("td", {}, row.outcome)));
   }
@@ -356,9 +383,9 @@ async function start() {
   const session = await api("api/v1/session");
   state.csrf = session.csrf_token;
   state.role = session.role;
+  if (!canAct()) document.body.classList.add("read-only");
   document.getElementById("user").textContent = session.user + " (" + session.role + ")";
   document.getElementById("host").textContent = session.host || "";
-  document.getElementById("logout-csrf").value = session.csrf_token || "";
   document.getElementById("incident-filter").addEventListener("change", loadIncidents);
   follow();
   loadHistory();
