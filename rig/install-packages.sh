@@ -10,18 +10,19 @@ export LC_ALL=C
 # The mail stack that selfheal watches, the rig's own tools (systemd as the rig's PID 1,
 # util-linux for unshare/nsenter/setpriv/flock, procps for kill inside), python3-aiosmtpd
 # for tests/support/smtp_sink.py, bc, gawk and iproute2 for the scripts and for tests,
-# Chromium with its ChromeDriver for the dashboard's browser test, and promtool and amtool
-# (from prometheus and prometheus-alertmanager) to check the shipped alerting rules.
+# Chromium with its ChromeDriver for the dashboard's browser test, Apache for the dashboard's
+# reverse-proxy test, and promtool and amtool (from prometheus and prometheus-alertmanager)
+# to check the shipped alerting rules.
 packages=(
   postfix dovecot-imapd dovecot-pop3d opendkim opendkim-tools unbound nginx spamassassin spamd
   spamass-milter fail2ban rsyslog mariadb-server dbus python3 python3-aiosmtpd bc
   systemd util-linux mount procps gawk iproute2 chromium chromium-driver fonts-liberation
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager apache2
 )
 # Services of those packages that must stay off on a host whose PID 1 is systemd.
 services=(
   postfix dovecot opendkim unbound nginx spamd spamass-milter fail2ban rsyslog mariadb
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager apache2
 )
 
 [ "$(id -u)" = 0 ] || { echo "install-packages.sh: must run as root (it runs apt-get)" >&2; exit 1; }
@@ -82,6 +83,15 @@ if [ -d /run/systemd/system ]; then
     systemctl disable --now "$service.service" >/dev/null 2>&1 || true
     echo "install-packages: disabled $service.service on the host"
   done
+fi
+# Apache is here only for the reverse-proxy test. Disabled, it stays out of what the rigs'
+# systemd starts and what `selfheal detect` finds, like a package an admin installed and
+# turned off. systemctl disable edits the unit links without a running systemd too.
+if service_installed apache2; then
+  case " ${preinstalled[*]} " in
+    *" apache2 "*) ;;
+    *) systemctl disable apache2.service >/dev/null 2>&1 || true ;;
+  esac
 fi
 awk -v start="$started" -v now="$EPOCHREALTIME" \
   'BEGIN { printf "install-packages: done in %.1f s\n", now - start }'

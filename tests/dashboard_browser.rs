@@ -517,3 +517,129 @@ fn behind_nginx_with_the_shipped_snippet() {
         "{direct}"
     );
 }
+
+#[test]
+fn behind_apache_with_the_shipped_snippet() {
+    let rig = Rig::boot("dash-apache");
+    let snippet = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/apache-selfheal.conf");
+    rig.exec_ok(&["a2enmod", "-q", "proxy", "proxy_http", "headers"]);
+    rig.write_file(
+        "/etc/apache2/sites-enabled/000-default.conf",
+        &format!("<VirtualHost 127.0.0.1:80>\n    Include {snippet}\n</VirtualHost>\n"),
+    );
+    rig.start_units(&["dbus.socket", "apache2.service", "postfix@-.service"]);
+    let config = rig.dir().join("selfheal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"2s\"\nstate_dir = \"{dir}/state\"\ncontrol_socket = \"{dir}/control.sock\"\n\n\
+             [dashboard]\npublic_url = \"https://127.0.0.1/selfheal/\"\nadmin_password_hash = \"{hash}\"\n\n\
+             [services.postfix]\n",
+            dir = rig.dir().display(),
+            hash = password_hash(),
+        ),
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    rig.wait_until(
+        "the dashboard behind Apache",
+        Duration::from_secs(30),
+        || {
+            curl(
+                &rig,
+                &[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1/selfheal/healthz",
+                ],
+            ) == "200"
+        },
+    );
+
+    let bare = curl(&rig, &["-i", "http://127.0.0.1/selfheal"]);
+    assert!(bare.starts_with("HTTP/1.1 301"), "{bare}");
+    let jar = "/tmp/cookies";
+    let form = curl(
+        &rig,
+        &[
+            "-c",
+            jar,
+            "--interface",
+            "127.0.0.3",
+            "http://127.0.0.1/selfheal/login",
+        ],
+    );
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_string();
+    // The snippet tells selfheal the browser used HTTPS, so the cookies are Secure; curl
+    // keeps such cookies to itself over plain HTTP, so the session cookie is sent by hand.
+    let login_cookie = rig.exec_ok(&["awk", "$6 == \"selfheal_login\" { print $7 }", jar]);
+    let login = curl(
+        &rig,
+        &[
+            "-i",
+            "--interface",
+            "127.0.0.3",
+            "-H",
+            &format!("Cookie: selfheal_login={}", login_cookie.trim()),
+            "--data-urlencode",
+            "user=admin",
+            "--data-urlencode",
+            &format!("password={PASSWORD}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "http://127.0.0.1/selfheal/login",
+        ],
+    );
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    assert!(
+        login.contains("Path=/selfheal/; HttpOnly; SameSite=Strict; Secure"),
+        "{login}"
+    );
+    let session = login
+        .split("selfheal_session=")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let cookie = format!("Cookie: selfheal_session={session}");
+    let audit = curl(
+        &rig,
+        &["-H", &cookie, "http://127.0.0.1/selfheal/api/v1/audit"],
+    );
+    // mod_proxy appends the client's address to X-Forwarded-For; selfheal takes that one.
+    assert!(
+        audit.contains("\"actor\":\"admin\",\"address\":\"127.0.0.3\",\"action\":\"login\""),
+        "{audit}"
+    );
+    let feed = curl(
+        &rig,
+        &[
+            "-N",
+            "--max-time",
+            "3",
+            "-H",
+            &cookie,
+            "http://127.0.0.1/selfheal/api/v1/events",
+        ],
+    );
+    assert!(feed.starts_with("event: services\ndata: [{"), "{feed}");
+    let proxied = curl(
+        &rig,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1/selfheal/metrics",
+        ],
+    );
+    assert_eq!(proxied, "401");
+}

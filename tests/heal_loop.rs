@@ -500,7 +500,7 @@ fn detect_finds_installed_presets() {
             "{service} missing from: {config}"
         );
     }
-    // Apache is not installed on the rig.
+    // Apache is installed but disabled: left alone.
     assert!(!config.contains("\n[services.apache]"), "{config}");
     let path = rig.dir().join("detected.toml");
     std::fs::write(&path, &config).expect("write detected config");
