@@ -1,7 +1,8 @@
 //! `selfheal diagnose` against real services from Debian's packages under a contained systemd,
 //! each failure injected for real: broken config files, a full spool filesystem, a port held by
 //! another program or by a copy of Postfix started by hand, a damaged MariaDB table, a removed
-//! socket directory, and spamass-milter without spamd.
+//! socket directory, and spamass-milter without spamd. Also that a cause fixed since is no
+//! longer reported.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -226,6 +227,72 @@ fn opendkim_socket_directory_removed() {
         "cannot create /var/spool/postfix/opendkim/opendkim.sock: directory \
          /var/spool/postfix/opendkim is missing"
     );
+
+    // The directory is back. The failed start's journal still reports it missing, but that is
+    // no cause any more, and after a good start nothing is.
+    rig.sh("install -d -o opendkim -g opendkim -m 750 /var/spool/postfix/opendkim");
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(
+        findings
+            .iter()
+            .all(|finding| finding["cause"] != "socket_path"),
+        "{findings:#?}"
+    );
+    rig.exec_ok(&["systemctl", "reset-failed", "opendkim.service"]);
+    rig.start_units(&["opendkim.service"]);
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn fixed_main_cf_is_no_cause() {
+    let (rig, config) = rig("diag-fixed-postfix", &["postfix@-.service"], &["postfix"]);
+    rig.sh("echo 'this line is not a parameter' >> /etc/postfix/main.cf");
+    restart_fails(&rig, "postfix@-.service");
+    finding(&diagnose(&rig, &config, "postfix"), "config_error");
+
+    // Fixed but not started yet: the failed start's journal still names the broken line, and
+    // the config test that passes now outweighs it.
+    rig.sh("sed -i '$d' /etc/postfix/main.cf");
+    let findings = diagnose(&rig, &config, "postfix");
+    assert!(
+        findings
+            .iter()
+            .all(|finding| finding["cause"] != "config_error"),
+        "{findings:#?}"
+    );
+
+    rig.exec_ok(&["systemctl", "reset-failed", "postfix@-.service"]);
+    rig.start_units(&["postfix@-.service"]);
+    let output = rig.exec(&[SELFHEAL, "-c", &config, "diagnose", "postfix"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("postfix: no cause found"), "{stdout}");
+}
+
+#[test]
+fn healthy_after_missing_program_has_no_cause() {
+    let (rig, config) = rig("diag-latest-start", &["opendkim.service"], &["opendkim"]);
+    drop_in(
+        &rig,
+        "opendkim.service",
+        "ExecStart=\\nExecStart=/usr/sbin/opendkim-not-installed",
+    );
+    restart_fails(&rig, "opendkim.service");
+    finding(&diagnose(&rig, &config, "opendkim"), "missing_program");
+
+    // The unit starts its real program again. systemd's "Failed at step EXEC" lines stay in
+    // the journal, but they belong to the start before, which the diagnosis no longer reads.
+    rig.sh(
+        "rm -r /etc/systemd/system/opendkim.service.d && systemctl daemon-reload && \
+         systemctl reset-failed opendkim.service",
+    );
+    rig.start_units(&["opendkim.service"]);
+    assert!(rig
+        .journal("opendkim.service")
+        .contains("Failed at step EXEC spawning /usr/sbin/opendkim-not-installed"));
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(findings.is_empty(), "{findings:#?}");
 }
 
 #[test]

@@ -360,6 +360,12 @@ impl Body {
                 "{service} on {host} needs attention. {service} is in watch mode, \
                  so selfheal did not restart it."
             )
+        } else if alert.verdict == crate::policy::Verdict::NotRestarted.as_str() {
+            format!(
+                "{service} on {host} is down, and selfheal did not restart it because a restart \
+                 cannot fix the cause below. selfheal restarts {service} by itself once that \
+                 cause is gone, and this incident closes as soon as {service} is healthy."
+            )
         } else {
             format!(
                 "selfheal could not heal {service} on {host} and needs you. It will not \
@@ -855,6 +861,21 @@ mod tests {
                 "missing {expected:?} in:\n{plain}"
             );
         }
+    }
+
+    #[test]
+    fn plain_not_restarted_promises_restart() {
+        let mut alert = alert();
+        alert.verdict = "not restarted".into();
+        alert.actions.clear();
+
+        let plain = Body::new(&config(), &alert).plain();
+
+        assert!(
+            plain.contains("selfheal restarts postfix by itself once that cause is gone"),
+            "{plain}"
+        );
+        assert!(!plain.contains("will not restart"), "{plain}");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::knowledge::config_tests;
-use super::{Cause, Finding};
+use super::knowledge::{config_tests, quick_config_test};
+use super::{Cause, Finding, RestartAfterFix};
 use crate::config::ServiceConfig;
 use crate::probe::command::{describe_status, run_program};
 
@@ -14,9 +14,28 @@ use crate::probe::command::{describe_status, run_program};
 /// takes several seconds on a small machine.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the service's config tests in order and reports the first that fails. `None` when
-/// every test passed, or when the service has none or its test program is not installed.
-pub async fn run(service: &ServiceConfig) -> Option<Finding> {
+/// Result of a service's config tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// At least one test ran, and every test that ran passed.
+    Passed,
+    /// A test failed, and the finding carries what it printed.
+    Failed(Finding),
+    /// No result: the service has no test, its program is not installed, or a test did not
+    /// finish.
+    NotRun,
+}
+
+/// Returns whether the service's config test runs before every automatic restart: a custom
+/// `config_test`, or a preset test that takes well under a second. Only then does selfheal
+/// restart the service by itself once the test passes.
+pub fn runs_before_restart(service: &ServiceConfig) -> bool {
+    service.config_test.is_some() || quick_config_test(service.preset.as_deref().unwrap_or(""))
+}
+
+/// Runs the service's config tests in order and stops at the first that fails. `after_fix`
+/// words the next step of a failure.
+pub async fn run(service: &ServiceConfig, after_fix: RestartAfterFix) -> Outcome {
     let custom = service.config_test.as_deref();
     let preset = service.preset.as_deref().unwrap_or("");
     let commands: Vec<Vec<String>> = match custom {
@@ -26,15 +45,32 @@ pub async fn run(service: &ServiceConfig) -> Option<Finding> {
             .map(|argv| argv.iter().map(|arg| arg.to_string()).collect())
             .collect(),
     };
+    // A slow test does not run before restarts, so nothing restarts the service when it
+    // passes again.
+    let after_fix = if runs_before_restart(service) {
+        after_fix
+    } else {
+        RestartAfterFix::Manual
+    };
+    let mut passed = 0;
+    let mut unfinished = false;
     for argv in commands {
-        if let Some(finding) = run_one(&argv).await {
-            return Some(finding);
+        match run_one(&argv, after_fix).await {
+            Some(Outcome::Failed(finding)) => return Outcome::Failed(finding),
+            Some(Outcome::Passed) => passed += 1,
+            Some(Outcome::NotRun) => unfinished = true,
+            None => {}
         }
     }
-    None
+    if passed > 0 && !unfinished {
+        Outcome::Passed
+    } else {
+        Outcome::NotRun
+    }
 }
 
-async fn run_one(argv: &[String]) -> Option<Finding> {
+/// Runs one test command. `None` when its program is not installed.
+async fn run_one(argv: &[String], after_fix: RestartAfterFix) -> Option<Outcome> {
     let (program, args) = argv.split_first()?;
     let program = find_program(program)?;
     let command = argv.join(" ");
@@ -42,26 +78,28 @@ async fn run_one(argv: &[String]) -> Option<Finding> {
         Ok(finished) => finished,
         Err(outcome) => {
             tracing::warn!(%command, %outcome, "config test did not finish");
-            return None;
+            return Some(Outcome::NotRun);
         }
     };
     if finished.status.success() {
-        return None;
+        return Some(Outcome::Passed);
     }
     let output = format!(
         "{}\n{}",
         String::from_utf8_lossy(&finished.stderr),
         String::from_utf8_lossy(&finished.stdout)
     );
-    Some(finding(
+    Some(Outcome::Failed(finding(
         &command,
         &describe_status(finished.status),
         &output,
-    ))
+        after_fix,
+    )))
 }
 
-/// Builds the finding of a failed config test from what it printed.
-pub fn finding(command: &str, status: &str, output: &str) -> Finding {
+/// Builds the finding of a failed config test from what it printed. `after_fix` decides whether
+/// the next step may promise that selfheal restarts the service once the test passes.
+pub fn finding(command: &str, status: &str, output: &str, after_fix: RestartAfterFix) -> Finding {
     let lines = error_lines(output);
     let located = lines.iter().find_map(|line| locate(line));
     let summary = match (&located, lines.first()) {
@@ -72,16 +110,19 @@ pub fn finding(command: &str, status: &str, output: &str) -> Finding {
         (None, Some(line)) => format!("config error: {}", super::clean_line(line)),
         (None, None) => format!("config error: `{command}` {status} and printed nothing"),
     };
-    let next_step = match &located {
+    let fix = match &located {
         Some(location) => format!(
-            "fix line {} of {} and check it with `{command}`; selfheal restarts the service \
-             once the test passes, or run `selfheal restart SERVICE`",
+            "fix line {} of {} and check it with `{command}`",
             location.line, location.file
         ),
-        None => format!(
-            "run `{command}` and fix what it reports; selfheal restarts the service once the \
-             test passes, or run `selfheal restart SERVICE`"
+        None => format!("run `{command}` and fix what it reports"),
+    };
+    let next_step = match after_fix {
+        RestartAfterFix::Automatic => format!(
+            "{fix}; selfheal restarts the service once the test passes, or run `selfheal \
+             restart SERVICE`"
         ),
+        RestartAfterFix::Manual => format!("{fix}, then run `selfheal restart SERVICE`"),
     };
     let mut evidence = vec![format!("`{command}` {status}")];
     evidence.extend(lines);
@@ -334,6 +375,7 @@ mod tests {
             "doveconf -n",
             "exited with status 89",
             "doveconf: Fatal: Error in configuration file /etc/dovecot/conf.d/10-mail.conf line 422: Unknown setting: bogus_setting\n",
+            RestartAfterFix::Automatic,
         );
         assert_eq!(finding.cause, Cause::ConfigError);
         assert!(finding.blocks_restart);
@@ -348,17 +390,101 @@ mod tests {
     }
 
     #[test]
+    fn next_step_by_restart_after_fix() {
+        let output = "/etc/unbound/unbound.conf:11: error: unknown keyword 'bogus-option'\n";
+        let automatic = finding(
+            "unbound-checkconf",
+            "exited with status 1",
+            output,
+            RestartAfterFix::Automatic,
+        );
+        let manual = finding(
+            "unbound-checkconf",
+            "exited with status 1",
+            output,
+            RestartAfterFix::Manual,
+        );
+
+        assert_eq!(
+            automatic.next_step,
+            "fix line 11 of /etc/unbound/unbound.conf and check it with `unbound-checkconf`; \
+             selfheal restarts the service once the test passes, or run `selfheal restart SERVICE`"
+        );
+        assert_eq!(
+            manual.next_step,
+            "fix line 11 of /etc/unbound/unbound.conf and check it with `unbound-checkconf`, \
+             then run `selfheal restart SERVICE`"
+        );
+    }
+
+    /// Builds a custom service whose config test is `script`, run by /bin/sh.
+    fn tested_by(script: &str) -> ServiceConfig {
+        let mut service = ServiceConfig::from_preset(
+            crate::config::presets::preset("unbound").unwrap(),
+            "filter",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        );
+        service.preset = None;
+        service.config_test = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        service
+    }
+
+    #[tokio::test]
+    async fn outcome_of_custom_test() {
+        let passing = run(&tested_by("exit 0"), RestartAfterFix::Automatic).await;
+        let failing = run(
+            &tested_by("echo '/etc/filter.conf:3: error: bad value' >&2; exit 1"),
+            RestartAfterFix::Manual,
+        )
+        .await;
+        let mut missing = tested_by("exit 0");
+        missing.config_test = Some(vec!["/nonexistent/filter-check".into()]);
+        let not_installed = run(&missing, RestartAfterFix::Automatic).await;
+
+        assert_eq!(passing, Outcome::Passed);
+        let Outcome::Failed(finding) = failing else {
+            panic!("expected a failure, got {failing:?}");
+        };
+        assert_eq!(
+            finding.summary,
+            "config error: /etc/filter.conf line 3: error: bad value"
+        );
+        assert!(finding
+            .next_step
+            .ends_with(", then run `selfheal restart SERVICE`"));
+        assert_eq!(not_installed, Outcome::NotRun);
+    }
+
+    #[test]
+    fn tests_before_restart() {
+        let mut service = tested_by("exit 0");
+        assert!(runs_before_restart(&service), "a custom test always runs");
+        service.config_test = None;
+        for (preset, quick) in [("unbound", true), ("postfix", true), ("spamd", false)] {
+            service.preset = Some(preset.into());
+            assert_eq!(runs_before_restart(&service), quick, "{preset}");
+        }
+    }
+
+    #[test]
     fn finding_without_location() {
         let finding = finding(
             "spamassassin --lint",
             "exited with status 255",
             "config: SpamAssassin failed to parse line, \"bogus\" is not valid for \"required_score\", skipping: required_score bogus\nlint: 1 issues detected, please rerun with debug enabled for more information\n",
+            RestartAfterFix::Manual,
         );
         assert_eq!(
             finding.summary,
             "config error: config: SpamAssassin failed to parse line, \"bogus\" is not valid for \"required_score\", skipping: required_score bogus"
         );
-        let silent = super::finding("postfix check", "exited with status 1", "");
+        let silent = super::finding(
+            "postfix check",
+            "exited with status 1",
+            "",
+            RestartAfterFix::Automatic,
+        );
         assert_eq!(
             silent.summary,
             "config error: `postfix check` exited with status 1 and printed nothing"

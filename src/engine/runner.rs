@@ -10,9 +10,11 @@ use super::events::record;
 use super::notify::{AlertJob, AlertSender};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
-use crate::diagnose::{Evidence, Finding};
+use crate::diagnose::{Evidence, Finding, RestartAfterFix};
 use crate::manager::{Managers, Target};
-use crate::policy::{Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy};
+use crate::policy::{
+    Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy, Verdict,
+};
 use crate::probe;
 use crate::store::{unix_ms, ServiceStateRow, Store};
 
@@ -41,8 +43,8 @@ pub async fn observe(managers: &Managers, target: &Target, service: &ServiceConf
 /// daemon's last error.
 const DIAGNOSIS_JOURNAL_LINES: usize = 100;
 
-/// Gathers the evidence for `service` (its unit's state and journal, the other services'
-/// states) and runs the diagnosis.
+/// Gathers the evidence for `service` (its unit's state, the journal of the unit's latest
+/// start, the other services' states and its open incident's verdict) and runs the diagnosis.
 pub async fn diagnose(
     managers: &Managers,
     target: &Target,
@@ -53,10 +55,16 @@ pub async fn diagnose(
         Ok(Ok(status)) => Some(status),
         _ => None,
     };
-    let journal = managers.journal_tail(target, DIAGNOSIS_JOURNAL_LINES).await;
+    let journal = managers
+        .journal_of_latest_start(target, unit.as_ref(), DIAGNOSIS_JOURNAL_LINES)
+        .await;
     let states = store
         .and_then(|store| store.service_states().ok())
         .unwrap_or_default();
+    let verdict = store
+        .and_then(|store| store.open_incident_for(&service.name).ok().flatten())
+        .and_then(|incident| incident.verdict)
+        .and_then(|verdict| Verdict::parse(&verdict));
     let unit_name = match target {
         Target::Unit(unit) => Some(unit.clone()),
         Target::Commands(_) => None,
@@ -67,6 +75,7 @@ pub async fn diagnose(
         journal: &journal,
         states: &states,
         unit_name,
+        after_fix: RestartAfterFix::for_state(service.mode, verdict),
     };
     crate::diagnose::diagnose(&evidence).await
 }
