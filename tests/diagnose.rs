@@ -2,7 +2,7 @@
 //! each failure injected for real: broken config files, a full spool filesystem, a port held by
 //! another program or by a copy of Postfix started by hand, a damaged MariaDB table, a removed
 //! socket directory, and spamass-milter without spamd. Also that a cause fixed since is no
-//! longer reported.
+//! longer reported, and that the daemon's cause follows later changes.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -293,6 +293,84 @@ fn healthy_after_missing_program_has_no_cause() {
         .contains("Failed at step EXEC spawning /usr/sbin/opendkim-not-installed"));
     let findings = diagnose(&rig, &config, "opendkim");
     assert!(findings.is_empty(), "{findings:#?}");
+}
+
+/// Returns the `selfheal status --json` entry of `service`.
+fn status_of(rig: &Rig, config: &str, service: &str) -> Value {
+    let output = rig.exec(&[SELFHEAL, "-c", config, "status", "--json"]);
+    let views: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    views
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|view| view["service"] == service)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn cause_of(rig: &Rig, config: &str, service: &str) -> String {
+    status_of(rig, config, service)["diagnosis"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn status_cause_follows_changes_in_watch_mode() {
+    let (rig, config) = rig(
+        "diag-refresh",
+        &["dovecot.service", "unbound.service"],
+        &["dovecot", "unbound"],
+    );
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    rig.wait_until(
+        "selfheal sees both healthy",
+        Duration::from_secs(30),
+        || {
+            status_of(&rig, &config, "dovecot")["state"] == "healthy"
+                && status_of(&rig, &config, "unbound")["state"] == "healthy"
+        },
+    );
+
+    rig.exec(&["systemctl", "stop", "dovecot.service"]);
+    rig.sh("echo 'server: bogus-option: 1' >> /etc/unbound/unbound.conf");
+    restart_fails(&rig, "unbound.service");
+    rig.wait_until("both down", Duration::from_secs(30), || {
+        status_of(&rig, &config, "dovecot")["state"] == "down"
+            && cause_of(&rig, &config, "unbound").starts_with("config error: ")
+    });
+    assert_eq!(cause_of(&rig, &config, "dovecot"), "");
+
+    // Watch mode restarts nothing, and the next step tells the admin to restart.
+    let output = rig.exec(&[SELFHEAL, "-c", &config, "incidents", "--open", "--json"]);
+    let incidents: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let unbound = incidents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|incident| incident["incident"]["service"] == "unbound")
+        .unwrap_or_else(|| panic!("no open unbound incident: {incidents:#}"));
+    let next_step = unbound["incident"]["diagnosis"][0]["next_step"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        next_step.ends_with(", then run `selfheal restart unbound`"),
+        "{next_step}"
+    );
+    assert!(!next_step.contains("selfheal restarts"), "{next_step}");
+
+    // Another program takes Dovecot's port before a start by hand, and the admin fixes
+    // unbound.conf without starting Unbound. Both causes follow within a minute or two.
+    squat(&rig, 143);
+    rig.exec(&["systemctl", "start", "dovecot.service"]);
+    rig.sh("sed -i '$d' /etc/unbound/unbound.conf");
+    let waited = rig.wait_until("the causes to follow", Duration::from_secs(150), || {
+        cause_of(&rig, &config, "dovecot").starts_with("port conflict: port 143 is held by python3")
+            && !cause_of(&rig, &config, "unbound").starts_with("config error: ")
+    });
+    println!("causes followed after {:.1} s", waited.as_secs_f64());
+    assert_eq!(status_of(&rig, &config, "dovecot")["state"], "down");
+    assert_eq!(status_of(&rig, &config, "unbound")["state"], "down");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::events::record;
 use super::notify::{AlertJob, AlertSender};
+use super::rediagnosis::{Schedule, Symptoms};
 use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
 use crate::diagnose::{Evidence, Finding, RestartAfterFix};
@@ -96,6 +97,8 @@ pub struct ServiceRunner {
     waiting_admin: Option<oneshot::Sender<RestartOutcome>>,
     /// Findings of the diagnosis for the open incident.
     diagnosis: Vec<Finding>,
+    /// When the diagnosis of the open incident runs again.
+    rediagnosis: Schedule,
 }
 
 impl ServiceRunner {
@@ -145,6 +148,7 @@ impl ServiceRunner {
             .unwrap_or_default();
         Ok(ServiceRunner {
             incident: open.map(|row| row.id),
+            rediagnosis: Schedule::new(&service),
             service,
             target,
             policy,
@@ -229,7 +233,9 @@ impl ServiceRunner {
         let decision = self
             .policy
             .step(Input::Checked(observation), Instant::now());
-        self.apply(decision).await
+        let next = self.apply(decision).await;
+        self.refresh_diagnosis().await;
+        next
     }
 
     /// Restarts on behalf of an admin, through the same path as an automatic restart.
@@ -255,6 +261,7 @@ impl ServiceRunner {
                 {
                     self.alerts.incident_closed(incident, *verdict);
                     self.diagnosis.clear();
+                    self.rediagnosis.last = None;
                 }
                 self.incident = record(
                     &self.store,
@@ -304,7 +311,8 @@ impl ServiceRunner {
     }
 
     /// Diagnoses the service now that it needs the admin, and records what was found with
-    /// the incident and in the status view.
+    /// the incident and in the status view. Findings that differ from the last diagnosis are
+    /// logged, and an empty list clears the cause.
     async fn run_diagnosis(&mut self) {
         let findings = diagnose(
             &self.managers,
@@ -313,6 +321,12 @@ impl ServiceRunner {
             Some(&self.store),
         )
         .await;
+        self.rediagnosis
+            .ran(self.last.as_ref().map(Symptoms::of), Instant::now());
+        if findings == self.diagnosis {
+            tracing::debug!(service = %self.service.name, "diagnosis unchanged");
+            return;
+        }
         for finding in &findings {
             tracing::warn!(
                 service = %self.service.name,
@@ -322,12 +336,41 @@ impl ServiceRunner {
                 finding.summary
             );
         }
+        if findings.is_empty() {
+            tracing::info!(service = %self.service.name, "diagnosis: the earlier cause is gone, and no other was found");
+        }
         if let Some(incident) = self.incident {
             if let Err(error) = self.store.set_diagnosis(incident, &findings) {
                 tracing::error!(service = %self.service.name, %error, "cannot store the diagnosis");
             }
         }
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .diagnosis = findings.first().map(|finding| finding.summary.clone());
         self.diagnosis = findings;
+    }
+
+    /// Diagnoses a service that still needs attention again when [`Schedule::due`] returns true:
+    /// what the checks see has changed (the unit's state, a new start, the probes' errors), or the
+    /// last diagnosis has grown old. The cause in the incident and the status then follows
+    /// what the admin changed meanwhile, such as a config that was fixed or a port that
+    /// another program took. No new alert is sent.
+    async fn refresh_diagnosis(&mut self) {
+        if self.incident.is_none() || !matches!(self.policy.phase(), Phase::NeedsAttention { .. }) {
+            return;
+        }
+        let Some(observation) = &self.last else {
+            return;
+        };
+        if !self
+            .rediagnosis
+            .due(&Symptoms::of(observation), Instant::now())
+        {
+            return;
+        }
+        tracing::debug!(service = %self.service.name, problem = %observation.problem(), "diagnosing again");
+        self.run_diagnosis().await;
     }
 
     async fn queue_alert(&mut self, verdict: crate::policy::Verdict, reason: &str) {
@@ -479,7 +522,13 @@ mod tests {
     ) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
         let pidfile = dir.join("service.pid");
         std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
-        let service = ServiceConfig {
+        runner_for(filter_service(dir), store)
+    }
+
+    /// Builds a service managed by commands whose state comes from `DIR/service.pid`, in heal
+    /// mode.
+    fn filter_service(dir: &std::path::Path) -> ServiceConfig {
+        ServiceConfig {
             name: "filter".into(),
             preset: None,
             mode: Mode::Heal,
@@ -489,7 +538,7 @@ mod tests {
                 start: Some(vec!["/bin/true".into()]),
                 stop: None,
                 restart: None,
-                pidfile: Some(pidfile),
+                pidfile: Some(dir.join("service.pid")),
                 process: None,
             }),
             probes: vec![],
@@ -497,7 +546,13 @@ mod tests {
             restart_timeout: Duration::from_secs(30),
             recovery: Recovery::default(),
             config_test: None,
-        };
+        }
+    }
+
+    fn runner_for(
+        service: ServiceConfig,
+        store: Arc<Store>,
+    ) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
         let (outbox, alert_task) = crate::alert::dispatch::start(
             Arc::new(Default::default()),
             store.clone(),
@@ -507,7 +562,7 @@ mod tests {
         )
         .unwrap();
         let alerts = AlertSender::new(outbox, "test".into());
-        let policy = ServicePolicy::new(Mode::Heal, false, Recovery::default());
+        let policy = ServicePolicy::new(service.mode, false, Recovery::default());
         let target = Target::Commands(service.commands.clone().unwrap());
         let managers = Arc::new(Managers::without_bus(Duration::from_secs(5)));
         let runner =
@@ -594,5 +649,109 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(checks(&view), 2);
+    }
+
+    /// Builds a runner for `filter` in watch mode, down (no pidfile), whose config test fails
+    /// until `DIR/fixed` exists. The diagnosis schedule allows a new diagnosis after `gap`, and
+    /// one without a change after `refresh`.
+    fn watched_filter(
+        dir: &std::path::Path,
+        store: Arc<Store>,
+        gap: Duration,
+        refresh: Duration,
+    ) -> (ServiceRunner, tokio::task::JoinHandle<()>) {
+        let mut service = filter_service(dir);
+        service.mode = Mode::Watch;
+        let script = format!(
+            "test -e {dir}/fixed || {{ echo '{dir}/filter.conf:3: error: bad value' >&2; exit 1; }}",
+            dir = dir.display()
+        );
+        service.config_test = Some(vec!["/bin/sh".into(), "-c".into(), script]);
+        let (mut runner, alerts) = runner_for(service, store);
+        runner.rediagnosis.min_gap = gap;
+        runner.rediagnosis.refresh = refresh;
+        (runner, alerts)
+    }
+
+    fn cause(runner: &ServiceRunner) -> Option<String> {
+        runner.view().lock().unwrap().diagnosis.clone()
+    }
+
+    fn stored_causes(store: &Store, runner: &ServiceRunner) -> Vec<String> {
+        let incident = runner.incident.expect("an open incident");
+        store
+            .incident(incident)
+            .unwrap()
+            .expect("the incident is stored")
+            .diagnosis
+            .into_iter()
+            .map(|finding| finding.summary)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fixed_config_clears_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let gap = Duration::from_millis(300);
+        let (mut runner, _alerts) = watched_filter(dir.path(), store.clone(), gap, gap);
+        let error = format!(
+            "config error: {}/filter.conf line 3: error: bad value",
+            dir.path().display()
+        );
+
+        runner.check().await;
+        assert_eq!(runner.phase().label(), "down");
+        assert_eq!(cause(&runner).as_deref(), Some(error.as_str()));
+        assert_eq!(stored_causes(&store, &runner), [error.as_str()]);
+
+        // The admin fixes the config. The unit stays down, so the checks see no change.
+        std::fs::write(dir.path().join("fixed"), "").unwrap();
+        runner.check().await;
+        assert_eq!(
+            cause(&runner).as_deref(),
+            Some(error.as_str()),
+            "diagnosed again before the gap"
+        );
+
+        tokio::time::sleep(gap).await;
+        runner.check().await;
+        assert_eq!(cause(&runner), None);
+        assert!(stored_causes(&store, &runner).is_empty());
+        assert_eq!(runner.phase().label(), "down");
+    }
+
+    #[tokio::test]
+    async fn new_symptoms_are_diagnosed_after_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let gap = Duration::from_millis(300);
+        let hour = Duration::from_secs(3600);
+        let (mut runner, _alerts) = watched_filter(dir.path(), store.clone(), gap, hour);
+
+        runner.check().await;
+        assert!(cause(&runner).is_some_and(|cause| cause.starts_with("config error: ")));
+
+        // The config is fixed and the pidfile now names a process that has exited: the
+        // problem text changes, but within the gap nothing runs.
+        std::fs::write(dir.path().join("fixed"), "").unwrap();
+        let mut exited = std::process::Command::new("/bin/true").spawn().unwrap();
+        let pid = exited.id();
+        exited.wait().unwrap();
+        std::fs::write(dir.path().join("service.pid"), pid.to_string()).unwrap();
+        runner.check().await;
+        assert!(cause(&runner).is_some_and(|cause| cause.starts_with("config error: ")));
+
+        // After the gap the change is still pending and is diagnosed.
+        tokio::time::sleep(gap).await;
+        runner.check().await;
+        assert_eq!(cause(&runner), None);
+        assert!(stored_causes(&store, &runner).is_empty());
+
+        // Unchanged again: no diagnosis before the hour is up, even with the config broken.
+        std::fs::remove_file(dir.path().join("fixed")).unwrap();
+        tokio::time::sleep(gap).await;
+        runner.check().await;
+        assert_eq!(cause(&runner), None);
     }
 }
