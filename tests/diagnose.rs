@@ -2,7 +2,8 @@
 //! each failure injected for real: broken config files, a full spool filesystem, a port held by
 //! another program or by a copy of Postfix started by hand, a damaged MariaDB table, a removed
 //! socket directory, and spamass-milter without spamd. Also that a cause fixed since is no
-//! longer reported, and that the daemon's cause follows later changes.
+//! longer reported, that the daemon's cause follows later changes, and that it follows a
+//! socket moved in the service's own config.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -371,6 +372,35 @@ fn status_cause_follows_changes_in_watch_mode() {
     println!("causes followed after {:.1} s", waited.as_secs_f64());
     assert_eq!(status_of(&rig, &config, "dovecot")["state"], "down");
     assert_eq!(status_of(&rig, &config, "unbound")["state"], "down");
+}
+
+#[test]
+fn moved_opendkim_socket_is_followed() {
+    let (rig, config) = heal_rig_for("diag-moved-socket", "opendkim.service", "opendkim");
+    rig.sh(
+        "sed -i 's|^Socket.*|Socket local:/run/opendkim/moved.sock|' /etc/opendkim.conf && \
+         systemctl restart opendkim.service",
+    );
+
+    let restart = rig.exec(&[SELFHEAL, "-c", &config, "restart", "opendkim"]);
+    let stdout = String::from_utf8_lossy(&restart.stdout);
+    assert!(restart.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("opendkim restarted and verified healthy"),
+        "{stdout}"
+    );
+    let log = rig.journal("selfheal-test.service");
+    let moved: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("config moved its endpoints"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{log}");
+    assert!(
+        moved[0]
+            .contains("from milter /run/opendkim/opendkim.sock to milter /run/opendkim/moved.sock"),
+        "{}",
+        moved[0]
+    );
 }
 
 #[test]
