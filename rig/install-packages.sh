@@ -9,15 +9,19 @@ export LC_ALL=C
 
 # The mail stack that selfheal watches, the rig's own tools (systemd as the rig's PID 1,
 # util-linux for unshare/nsenter/setpriv/flock, procps for kill inside), python3-aiosmtpd
-# for tests/support/smtp_sink.py, and bc, gawk and iproute2 for the scripts and for tests.
+# for tests/support/smtp_sink.py, bc, gawk and iproute2 for the scripts and for tests,
+# Chromium with its ChromeDriver for the dashboard's browser test, and promtool and amtool
+# (from prometheus and prometheus-alertmanager) to check the shipped alerting rules.
 packages=(
   postfix dovecot-imapd dovecot-pop3d opendkim opendkim-tools unbound nginx spamassassin spamd
   spamass-milter fail2ban rsyslog mariadb-server dbus python3 python3-aiosmtpd bc
-  systemd util-linux mount procps gawk iproute2
+  systemd util-linux mount procps gawk iproute2 chromium chromium-driver fonts-liberation
+  prometheus prometheus-alertmanager
 )
 # Services of those packages that must stay off on a host whose PID 1 is systemd.
 services=(
   postfix dovecot opendkim unbound nginx spamd spamass-milter fail2ban rsyslog mariadb
+  prometheus prometheus-alertmanager
 )
 
 [ "$(id -u)" = 0 ] || { echo "install-packages.sh: must run as root (it runs apt-get)" >&2; exit 1; }

@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::alert::Alerting;
 use crate::config::Config;
 use crate::control;
-use crate::engine::{AlertSender, Engine, MANAGER_CALL_TIMEOUT};
+use crate::engine::{AlertSender, Engine};
 use crate::manager::Managers;
 use crate::store::Store;
 
@@ -46,15 +46,19 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     }
 
     let store = Arc::new(Store::open(&config.state_db())?);
+    store.note_start(std::time::SystemTime::now())?;
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let alerting = Alerting::start(&config, store.clone(), host.clone())?;
     let alerts = AlertSender::new(alerting.outbox.clone(), host);
     let managers = Arc::new(managers);
-    let engine = Arc::new(Engine::start(config.clone(), managers, store, alerts).await?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let engine =
+        Arc::new(Engine::start(config.clone(), managers, store.clone(), alerts, metrics).await?);
 
     let listener = control::bind(&config.control_socket)?;
     tracing::info!(socket = %config.control_socket.display(), "control socket listening");
-    let control_task = tokio::spawn(control::serve(listener, engine.clone()));
+    let control_task = tokio::spawn(control::serve(listener, engine.clone(), store.clone()));
+    let web_task = crate::web::start(config.clone(), engine.clone(), store.clone())?;
 
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -69,14 +73,6 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let ping_every = Duration::from_micros(watchdog_usec.max(2_000_000) / 2);
-    let stall_limit = config.interval * 2
-        + config
-            .services
-            .iter()
-            .map(|s| s.restart_timeout + s.recovery.verify_timeout)
-            .max()
-            .unwrap_or_default()
-        + MANAGER_CALL_TIMEOUT;
     let mut ticker = tokio::time::interval(ping_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -91,14 +87,12 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
                 );
             }
             _ = ticker.tick(), if watchdog => {
-                let stalled = engine.since_last_check();
-                if stalled < stall_limit {
-                    notify_systemd(&[sd_notify::NotifyState::Watchdog]);
-                } else {
-                    tracing::error!(
+                match engine.stalled() {
+                    None => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                    Some(stalled) => tracing::error!(
                         stalled = %humantime::format_duration(stalled),
                         "no check finished for too long; not pinging the systemd watchdog"
-                    );
+                    ),
                 }
             }
         }
@@ -107,6 +101,9 @@ pub async fn run(config: Config, managers: Managers) -> anyhow::Result<()> {
     tracing::info!(cause, "selfheal stopping");
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     control_task.abort();
+    if let Some(web_task) = web_task {
+        web_task.abort();
+    }
     engine.shutdown();
     drop(engine);
     alerting.shutdown(SHUTDOWN_GRACE).await;

@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod diagnose;
 pub mod engine;
 pub mod manager;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod store;
+pub mod web;

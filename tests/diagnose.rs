@@ -92,6 +92,37 @@ fn squat(rig: &Rig, port: u16) {
     );
 }
 
+/// Returns the lines of a section of an alert mail's plain part, such as "What was seen",
+/// without its heading: up to the next blank line. `mail` is as received: the section's
+/// lines are indented, so [`unfold_mail`] would join them like folded header lines.
+fn mail_section(mail: &str, heading: &str) -> Vec<String> {
+    let text = mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let start = text
+        .find(&format!("\n{heading}:"))
+        .unwrap_or_else(|| panic!("no section {heading:?} in:\n{text}"));
+    text[start + 1..]
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `selfheal ARGS` in the rig and returns its exit code, standard output and error.
+fn selfheal(rig: &Rig, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut argv = vec![SELFHEAL];
+    argv.extend_from_slice(args);
+    let output = rig.exec(&argv);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Restarts `unit` and waits until systemd has given up on it.
 fn restart_fails(rig: &Rig, unit: &str) {
     rig.exec(&["systemctl", "restart", unit]);
@@ -113,6 +144,21 @@ fn config_errors_name_file_and_line() {
     }
 
     rig.sh("echo 'this line is not a parameter' >> /etc/postfix/main.cf");
+    // Discovery reads main.cf too, and warns about the line as Postfix's, not selfheal's.
+    let (_, _, stderr) = selfheal(&rig, &["-c", &config, "status"]);
+    let warning = stderr
+        .lines()
+        .find(|line| line.starts_with("warning: /etc/postfix/main.cf:"))
+        .unwrap_or_else(|| panic!("no main.cf warning in:\n{stderr}"));
+    assert!(
+        warning.contains(
+            ": while reading postfix's own config to find what to probe: expected `name = \
+             value`, found \"this line is not a parameter\"; line skipped; selfheal probes \
+             smtp 127.0.0.1:25 (from /etc/postfix/master.cf:"
+        ),
+        "{warning}"
+    );
+    assert!(!warning.contains("services.postfix"), "{warning}");
     let findings = diagnose(&rig, &config, "postfix");
     let error = finding(&findings, "config_error");
     assert!(
@@ -228,7 +274,26 @@ fn opendkim_socket_directory_removed() {
         "cannot create /var/spool/postfix/opendkim/opendkim.sock: directory \
          /var/spool/postfix/opendkim is missing"
     );
+    // Debian's unit sets no User=; opendkim.conf's UserID names the user.
+    let next_step = socket["next_step"].as_str().unwrap_or_default();
+    assert!(
+        next_step
+            .contains("`install -d -o opendkim -g postfix -m 750 /var/spool/postfix/opendkim`"),
+        "{socket:#}"
+    );
 
+    // A User= in the unit wins over opendkim.conf.
+    drop_in(&rig, "opendkim.service", "User=postfix");
+    let findings = diagnose(&rig, &config, "opendkim");
+    let socket = finding(&findings, "socket_path");
+    let next_step = socket["next_step"].as_str().unwrap_or_default();
+    assert!(
+        next_step.contains("install -d -o postfix -g postfix"),
+        "{socket:#}"
+    );
+
+    // Back to the unit's own user, so that the start below can create the socket.
+    rig.sh("rm -r /etc/systemd/system/opendkim.service.d && systemctl daemon-reload");
     // The directory is back. The failed start's journal still reports it missing, but that is
     // no cause any more, and after a good start nothing is.
     rig.sh("install -d -o opendkim -g opendkim -m 750 /var/spool/postfix/opendkim");
@@ -446,6 +511,11 @@ fn full_spool_filesystem() {
         "{full:#}"
     );
     assert_eq!(full["blocks_restart"], true);
+    let evidence = full["evidence"][0].as_str().unwrap_or_default();
+    assert!(
+        evidence.starts_with("/var/spool/postfix: tmpfs filesystem, 0 B of 4.0 MiB available"),
+        "{full:#}"
+    );
 }
 
 /// Boots a rig running Postfix and the SMTP sink, with selfheal in heal mode alerting the sink.
@@ -583,6 +653,64 @@ fn broken_dovecot_config_is_alerted_without_restart() {
     );
     assert!(mail.contains("Unknown setting: bogus_setting"), "{mail}");
     assert_eq!(restarts_of(&rig, &config, "dovecot"), 0);
+
+    // selfheal restarts it by itself once the config is fixed, as the mail states.
+    assert!(
+        mail.contains("Once the cause is gone, selfheal restarts dovecot by itself"),
+        "{mail}"
+    );
+    assert!(!mail.contains("will not restart"), "{mail}");
+    // The cause is the verdict's reason and the diagnosis: "What was seen" and the history
+    // state it no second time.
+    let raw = rig.received_mail().remove(0);
+    let seen = mail_section(&raw, "What was seen");
+    assert!(
+        seen.iter().all(|line| !line.contains("config error")),
+        "{seen:#?}"
+    );
+    let tried = mail_section(&raw, "What selfheal tried");
+    let mentions = tried
+        .iter()
+        .filter(|line| line.contains("Unknown setting: bogus_setting"))
+        .count();
+    assert_eq!(mentions, 1, "{tried:#?}");
+
+    // `status` states the cause and the next step once each; `--json` has the findings.
+    let (_, status, _) = selfheal(&rig, &["-c", &config, "status"]);
+    assert_eq!(status.matches("bogus_setting").count(), 1, "{status}");
+    assert!(
+        status.contains("cause: config error: /etc/dovecot/conf.d/10-mail.conf line "),
+        "{status}"
+    );
+    assert!(
+        status.contains("next: fix line ") && status.contains("`doveconf -n`"),
+        "{status}"
+    );
+    let (_, json, _) = selfheal(&rig, &["-c", &config, "status", "--json"]);
+    let views: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    let dovecot = &views[0];
+    assert_eq!(dovecot["findings"][0]["cause"], "config_error", "{json}");
+    assert!(
+        dovecot["findings"][0]["evidence"]
+            .as_array()
+            .is_some_and(|lines| !lines.is_empty()),
+        "{json}"
+    );
+    assert!(dovecot["diagnosis"].is_string(), "{json}");
+
+    // Fixed: selfheal restarts it by itself, and the recovery mail requests nothing more.
+    rig.sh("sed -i '/^bogus_setting = yes$/d' /etc/dovecot/conf.d/10-mail.conf");
+    rig.wait_until("the recovery mail", Duration::from_secs(60), || {
+        rig.received_mail().len() >= 2
+    });
+    let recovered = unfold_mail(&rig.received_mail()[1]);
+    assert!(recovered.contains("dovecot recovered"), "{recovered}");
+    assert!(
+        recovered.contains("Diagnosis while it was down (resolved):"),
+        "{recovered}"
+    );
+    assert!(!recovered.contains("Next: fix line"), "{recovered}");
+    assert_eq!(restarts_of(&rig, &config, "dovecot"), 1);
 }
 
 #[test]
@@ -724,13 +852,72 @@ fn broken_mariadb_option_is_alerted_once() {
     let (rig, config) = heal_rig_for("diag-mariadb-heal", "mariadb.service", "mariadb");
     rig.write_file(
         "/etc/mysql/mariadb.conf.d/99-broken.cnf",
-        "[mysqld]\nbogus_option = 1\n",
+        "[mysqld]\n# more memory for InnoDB, misspelt\ninnodb_buffer_pool_sise = 256M\n",
     );
     rig.exec(&["systemctl", "kill", "--signal=KILL", "mariadb.service"]);
     let mail = only_alert(&rig);
-    assert!(mail.contains("config error:"), "{mail}");
-    assert!(mail.contains("unknown variable 'bogus_option=1'"), "{mail}");
+    let verdict = mail
+        .lines()
+        .find(|line| line.starts_with("Verdict: "))
+        .unwrap_or_else(|| panic!("no verdict in:\n{mail}"));
+    assert!(
+        verdict.ends_with(
+            "(config error: /etc/mysql/mariadb.conf.d/99-broken.cnf line 3: unknown variable \
+             'innodb_buffer_pool_sise')"
+        ),
+        "{mail}"
+    );
+    let raw = rig.received_mail().remove(0);
+    let diagnosis = mail_section(&raw, "Diagnosis");
+    for line in &diagnosis {
+        assert!(!line.contains("[Warning]"), "{diagnosis:#?}");
+        assert!(
+            !line.contains("wsrep-ignore-apply-errors"),
+            "{diagnosis:#?}"
+        );
+    }
+    assert!(
+        diagnosis.iter().any(|line| line.contains(
+            "[ERROR] /usr/sbin/mariadbd: unknown variable 'innodb_buffer_pool_sise=256M'"
+        )),
+        "{diagnosis:#?}"
+    );
+    assert!(
+        mail.contains(
+            "Next: fix line 3 of /etc/mysql/mariadb.conf.d/99-broken.cnf and check it with \
+             `mariadbd --help --verbose >/dev/null`"
+        ),
+        "{mail}"
+    );
     // MariaDB's config test is too slow to run before every restart: one restart finds the
     // error, and no loop follows.
     assert!(restarts_of(&rig, &config, "mariadb") <= 1);
+}
+
+#[test]
+fn custom_service_without_unit() {
+    let (rig, config) = rig("diag-no-unit", &[], &["postfix"]);
+    let mut text = std::fs::read_to_string(&config).expect("read config");
+    text.push_str("[services.ai3]\nunit = \"ai3.service\"\n");
+    std::fs::write(&config, text).expect("write config");
+
+    let (code, stdout, stderr) = selfheal(&rig, &["-c", &config, "diagnose", "ai3"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("unit not found: ai3.service is not installed\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fix `unit` in [services.ai3] of the selfheal config"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = selfheal(&rig, &["-c", &config, "diagnose", "ai4"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown service \"ai4\"; configured services: postfix, ai3; did you mean \"ai3\"?"
+        ),
+        "{stderr}"
+    );
 }

@@ -352,6 +352,7 @@ fn item_body(config: &AlertConfig, item: &Item) -> Body {
             );
             body.extra.push(("Closed", utc(closed)));
             body.next_steps.clear();
+            body.diagnosis_resolved = true;
         }
     }
     body
@@ -521,6 +522,26 @@ mod tests {
         );
         assert!(plain.contains("Closed: 2024-05-01T10:12:30Z"), "{plain}");
         assert!(!plain.contains("Next:"), "{plain}");
+    }
+
+    #[test]
+    fn recovered_body_has_no_next_step() {
+        let mut recovered = item(ItemKind::Recovered, "postfix", "not restarted");
+        recovered.alert.diagnosis = vec![crate::diagnose::Finding::new(
+            crate::diagnose::Cause::ConfigError,
+            "config error: /etc/postfix/main.cf line 50: missing '='",
+            "fix line 50 of /etc/postfix/main.cf",
+        )];
+        let (plain, html) = digest(vec![recovered]).bodies(&config(), "");
+        assert!(
+            plain.contains(
+                "Diagnosis while it was down (resolved):\n  config error: /etc/postfix/main.cf \
+                 line 50: missing '='\n"
+            ),
+            "{plain}"
+        );
+        assert!(!plain.contains("fix line 50"), "{plain}");
+        assert!(!html.contains("fix line 50"), "{html}");
     }
 
     #[test]

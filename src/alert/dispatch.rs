@@ -16,7 +16,7 @@ use super::planner::{ItemKind, Limits, Plan, Planner, Queued, CAP_WINDOW};
 use super::spool::{routes, SpoolWaker};
 use super::{new_message_id, Alert};
 use crate::config::AlertConfig;
-use crate::store::{from_unix_ms, NewMessage, SpoolItem, Store};
+use crate::store::{from_unix_ms, EventRow, NewMessage, SpoolItem, Store};
 
 /// Wait when the planner has nothing scheduled.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -133,12 +133,36 @@ pub fn incident_actions(store: &Store, incident: i64) -> Vec<(SystemTime, String
     store
         .events(incident)
         .map(|events| {
-            events
+            without_repeats(events)
                 .into_iter()
                 .map(|event| (from_unix_ms(event.at_ms), event.detail))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Drops a verdict event that only repeats the skipped restart recorded just before it. When a
+/// blocker keeps a restart from happening, the policy records "not restarted: a restart cannot
+/// fix this: CAUSE" and then the verdict "not restarted: CAUSE" in the same check.
+pub fn without_repeats(events: Vec<EventRow>) -> Vec<EventRow> {
+    /// Events further apart than this are separate facts, even with the same text.
+    const SAME_CHECK_MS: i64 = 1000;
+    let mut history: Vec<EventRow> = Vec::with_capacity(events.len());
+    for event in events {
+        let repeats = event.kind == "needs_attention"
+            && history.last().is_some_and(|previous| {
+                previous.kind == "restart_skipped"
+                    && event.at_ms - previous.at_ms <= SAME_CHECK_MS
+                    && event
+                        .detail
+                        .split_once(": ")
+                        .is_some_and(|(_, reason)| previous.detail.ends_with(reason))
+            });
+        if !repeats {
+            history.push(event);
+        }
+    }
+    history
 }
 
 /// Reads a stored item. One that cannot be read still goes out with what its row contains, so an
@@ -415,5 +439,49 @@ impl Dispatcher {
         if let Err(error) = self.outbox.queue(Some(incident), &item) {
             tracing::error!(incident, %error, "cannot store the reminder");
         }
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    fn event(at_ms: i64, kind: &str, detail: &str) -> EventRow {
+        EventRow {
+            at_ms,
+            kind: kind.into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn verdict_after_skipped_restart_is_dropped() {
+        let cause = "config error: /etc/postfix/main.cf line 50: missing '='";
+        let kept = without_repeats(vec![
+            event(1_000, "incident_opened", "incident opened: unit failed"),
+            event(
+                1_200,
+                "restart_skipped",
+                &format!("not restarted: a restart cannot fix this: {cause}"),
+            ),
+            event(1_300, "needs_attention", &format!("not restarted: {cause}")),
+        ]);
+        let kinds: Vec<&str> = kept.iter().map(|event| event.kind.as_str()).collect();
+        assert_eq!(kinds, ["incident_opened", "restart_skipped"]);
+    }
+
+    #[test]
+    fn different_facts_are_kept() {
+        let kept = without_repeats(vec![
+            event(1_000, "restart_skipped", "not restarted: watch mode"),
+            event(1_000, "needs_attention", "down: unit failed"),
+            event(
+                5_000,
+                "restart_skipped",
+                "not restarted: a restart cannot fix this: x",
+            ),
+            event(9_000, "needs_attention", "not restarted: x"),
+        ]);
+        assert_eq!(kept.len(), 4);
     }
 }

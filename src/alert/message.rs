@@ -13,6 +13,7 @@ use lettre::Message;
 
 use super::Alert;
 use crate::config::AlertConfig;
+use crate::policy::Verdict;
 
 /// Maximum length of the subject in characters, so it stays readable in a mail list and on
 /// a phone.
@@ -336,6 +337,9 @@ pub(super) struct Body {
     seen: Vec<String>,
     /// Each finding of the diagnosis as (summary, evidence lines, next step).
     diagnosis: Vec<(String, Vec<String>, String)>,
+    /// The service is healthy again: the diagnosis is shown as what was found, without next
+    /// steps, because there is nothing left to fix.
+    pub(super) diagnosis_resolved: bool,
     /// Each action as (RFC 3339 time, text).
     actions: Vec<(String, String)>,
     no_actions: &'static str,
@@ -360,11 +364,15 @@ impl Body {
                 "{service} on {host} needs attention. {service} is in watch mode, \
                  so selfheal did not restart it."
             )
-        } else if alert.verdict == crate::policy::Verdict::NotRestarted.as_str() {
+        } else if alert.verdict == Verdict::NotRestarted.as_str() {
+            // The policy checks the blocker at every check and restarts the service by itself
+            // once it is gone.
             format!(
-                "{service} on {host} is down, and selfheal did not restart it because a restart \
-                 cannot fix the cause below. selfheal restarts {service} by itself once that \
-                 cause is gone, and this incident closes as soon as {service} is healthy."
+                "selfheal did not restart {service} on {host}, because a restart cannot fix \
+                 the cause below. Once the cause is gone, selfheal restarts {service} by \
+                 itself at its next check; after fixing it you can also run \
+                 `selfheal restart {service}` at once. This incident closes as soon as \
+                 {service} is healthy."
             )
         } else {
             format!(
@@ -448,6 +456,7 @@ impl Body {
                     )
                 })
                 .collect(),
+            diagnosis_resolved: false,
             actions,
             no_actions,
             last_probe: body_lines(&alert.last_probe),
@@ -455,6 +464,14 @@ impl Body {
             journal,
             no_journal,
             next_steps,
+        }
+    }
+
+    fn diagnosis_heading(&self) -> &'static str {
+        if self.diagnosis_resolved {
+            "Diagnosis while it was down (resolved)"
+        } else {
+            "Diagnosis"
         }
     }
 
@@ -487,13 +504,15 @@ impl Body {
 
         if !self.diagnosis.is_empty() {
             line("");
-            line("Diagnosis:");
+            line(&format!("{}:", self.diagnosis_heading()));
             for (summary, evidence, next_step) in &self.diagnosis {
                 line(&format!("  {summary}"));
                 for text in evidence {
                     line(&format!("    | {text}"));
                 }
-                line(&format!("    Next: {next_step}"));
+                if !self.diagnosis_resolved {
+                    line(&format!("    Next: {next_step}"));
+                }
             }
         }
 
@@ -566,11 +585,15 @@ impl Body {
         out.push_str("</table>\n");
 
         if !self.diagnosis.is_empty() {
-            out.push_str("<h3>Diagnosis</h3>\n<ul>\n");
+            let _ = writeln!(out, "<h3>{}</h3>\n<ul>", self.diagnosis_heading());
             for (summary, evidence, next_step) in &self.diagnosis {
                 let _ = writeln!(out, "<li><strong>{}</strong>", escape_html(summary));
                 html_pre(out, evidence, "");
-                let _ = writeln!(out, "<p>Next: {}</p></li>", escape_html(next_step));
+                if self.diagnosis_resolved {
+                    out.push_str("</li>\n");
+                } else {
+                    let _ = writeln!(out, "<p>Next: {}</p></li>", escape_html(next_step));
+                }
             }
             out.push_str("</ul>\n");
         }
@@ -811,6 +834,31 @@ mod tests {
     }
 
     #[test]
+    fn not_restarted_says_it_restarts_by_itself() {
+        let mut alert = alert();
+        alert.verdict = "not restarted".into();
+        let plain = Body::new(&config(), &alert).plain();
+        assert!(
+            plain.starts_with(
+                "selfheal did not restart postfix on mail1, because a restart cannot fix the \
+                 cause below. Once the cause is gone, selfheal restarts postfix by itself"
+            ),
+            "{plain}"
+        );
+        assert!(plain.contains("`selfheal restart postfix`"), "{plain}");
+        assert!(!plain.contains("will not restart"), "{plain}");
+    }
+
+    #[test]
+    fn failed_restart_says_it_waits() {
+        let plain = Body::new(&config(), &alert()).plain();
+        assert!(
+            plain.contains("It will not restart postfix again on its own"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn html_escapes_script() {
         let html = Body::new(&config(), &alert()).html();
 
@@ -872,7 +920,7 @@ mod tests {
         let plain = Body::new(&config(), &alert).plain();
 
         assert!(
-            plain.contains("selfheal restarts postfix by itself once that cause is gone"),
+            plain.contains("Once the cause is gone, selfheal restarts postfix by itself"),
             "{plain}"
         );
         assert!(!plain.contains("will not restart"), "{plain}");

@@ -54,7 +54,7 @@ pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitC
         let name = channel.name();
         let mail_channel = !matches!(channel, Channel::Webhook(_));
         if mail_channel && alerts.to.is_empty() {
-            println!("{name}: not tried: [alerts] to names no recipient");
+            outln!("{name}: not tried: [alerts] to names no recipient");
             failed += 1;
             continue;
         }
@@ -66,22 +66,23 @@ pub async fn test(config: &Config, wanted: Option<&str>) -> anyhow::Result<ExitC
             created: SystemTime::now(),
         };
         match alert::send_via(*channel, &test, &[]).await {
-            Ok(delivery) => println!(
+            Ok(delivery) => outln!(
                 "{name}: accepted: {} (Message-ID {})",
-                delivery.reply, test.message_id
+                delivery.reply,
+                test.message_id
             ),
             Err(error) => {
-                println!("{name}: FAILED: {error}");
+                outln!("{name}: FAILED: {error}");
                 failed += 1;
             }
         }
     }
     if failed == channels.len() {
-        println!("every channel tried failed: no alert can reach you now");
+        outln!("every channel tried failed: no alert can reach you now");
         return Ok(ExitCode::FAILURE);
     }
     if failed > 0 {
-        println!(
+        outln!(
             "{failed} of {} channel(s) failed; alerts still go out while one channel works",
             channels.len()
         );
@@ -140,20 +141,20 @@ pub fn print_undelivered(rows: &[PendingRoute]) {
     for row in rows {
         let reason = row.last_error.as_deref().unwrap_or("not tried yet");
         if row.status == "expired" {
-            println!("alert expired undelivered ({}): {}", row.route, row.subject);
-            println!(
+            outln!("alert expired undelivered ({}): {}", row.route, row.subject);
+            outln!(
                 "  {} attempt(s) since {}: {reason}",
                 row.attempts,
                 time_text(row.created_ms)
             );
             continue;
         }
-        println!("alert not delivered yet ({}): {}", row.route, row.subject);
+        outln!("alert not delivered yet ({}): {}", row.route, row.subject);
         let next = row
             .next_attempt_ms
             .map(|ms| format!(", next attempt {}", time_text(ms)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {} attempt(s) since {}{next}: {reason}",
             row.attempts,
             time_text(row.created_ms)
@@ -193,7 +194,7 @@ pub fn print_held(config: &Config) {
         Some(first) => time_text(first + cap),
         None => "the next minute".to_string(),
     };
-    println!(
+    outln!(
         "{} alert(s) held back by the hourly limit (alerts.max_per_hour = {}); one summary \
          lists them at {summary_at}",
         state.suppressed.len(),

@@ -1,11 +1,30 @@
 //! The command line: thin commands over the modules, or over the running daemon's socket.
 
+/// `println!` for the commands' output: see [`output::write_stdout`].
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for the commands' output: see [`output::write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+mod admin;
 mod alert;
+mod output;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use tokio::sync::oneshot;
@@ -13,13 +32,15 @@ use tokio::sync::oneshot;
 use crate::alert::Alerting;
 use crate::config::{self, Config, DEFAULT_PATH};
 use crate::control::{self, ControlRequest, ControlResponse};
-use crate::engine::{self, AlertSender, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT};
+use crate::engine::{
+    self, AlertSender, PauseView, ServiceRunner, ServiceView, MANAGER_CALL_TIMEOUT,
+};
 use crate::manager::Managers;
 use crate::policy::Health;
-use crate::store::Store;
+use crate::store::{EventRow, IncidentRow, Store};
 
 /// Exit status for usage and config errors.
-const EXIT_USAGE: u8 = 2;
+pub(super) const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +83,31 @@ pub enum Commands {
     Restart {
         /// Service name as configured (`selfheal status` lists them).
         service: String,
+    },
+    /// Pause healing of a service for maintenance: it is still checked, but neither restarted
+    /// nor alerted until the time is up or `selfheal resume`.
+    Pause {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+        /// How long, such as 30m or 2h (1m to 30d); without it, until resumed.
+        #[arg(long = "for", value_name = "DURATION")]
+        length: Option<String>,
+    },
+    /// End a pause: the service is healed again at once.
+    Resume {
+        /// Service name as configured (`selfheal status` lists them).
+        service: String,
+    },
+    /// Read a new dashboard password and print its hash for the config.
+    Passwd,
+    /// Print a new API token and the config entry that accepts it.
+    Token {
+        /// Name the audit log shows for requests with this token.
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// What the token may do: admin, read-only or metrics.
+        #[arg(long, default_value = "read-only")]
+        role: String,
     },
     /// Validate the config file.
     Config {
@@ -120,6 +166,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: ConfigCommand::Check,
         } => config_check(cli.config.as_deref()),
         Commands::Detect => detect().await,
+        Commands::Passwd => report(admin::passwd()),
+        Commands::Token { name, role } => report(admin::token(&name, &role)),
         command => {
             let managers = Managers::connect(MANAGER_CALL_TIMEOUT).await;
             let daemon = matches!(command, Commands::Run);
@@ -133,6 +181,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ..
             }
             | Commands::Restart { service: name }
+            | Commands::Pause { service: name, .. }
+            | Commands::Resume { service: name }
             | Commands::Diagnose { service: name, .. } = &command
             {
                 if config.service(name).is_none() {
@@ -147,6 +197,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Status { json } => status(&config, json).await,
                 Commands::Check { service, json } => check(&config, &managers, service, json).await,
                 Commands::Restart { service } => restart(config, managers, &service).await,
+                Commands::Pause { service, length } => {
+                    admin::pause(&config, &service, length.as_deref()).await
+                }
+                Commands::Resume { service } => admin::resume(&config, &service).await,
                 Commands::Incidents { open, limit, json } => {
                     incidents(&config, open, limit as usize, json)
                 }
@@ -156,14 +210,22 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Commands::Diagnose { service, json } => {
                     diagnose(&config, &managers, &service, json).await
                 }
-                Commands::Config { .. } | Commands::Detect => unreachable!("handled above"),
+                Commands::Config { .. }
+                | Commands::Detect
+                | Commands::Passwd
+                | Commands::Token { .. } => unreachable!("handled above"),
             };
-            result.unwrap_or_else(|error| {
-                eprintln!("selfheal: {error:#}");
-                ExitCode::FAILURE
-            })
+            report(result)
         }
     }
+}
+
+/// Prints a command's error and turns it into exit status 1.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("selfheal: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Load the config file, or, when the default file does not exist, the presets installed on
@@ -218,9 +280,9 @@ fn config_check(path: Option<&Path>) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             for warning in &config.warnings {
-                println!("warning: {warning}");
+                outln!("warning: {warning}");
             }
-            println!(
+            outln!(
                 "{}: valid; mode {}, interval {}, {} service(s): {}",
                 path.display(),
                 config.mode,
@@ -229,7 +291,7 @@ fn config_check(path: Option<&Path>) -> ExitCode {
                 config.service_names().join(", ")
             );
             if !config.alerts.has_channel() {
-                println!("warning: no alert channel configured; failures will only be logged");
+                outln!("warning: no alert channel configured; failures will only be logged");
             }
             ExitCode::SUCCESS
         }
@@ -259,15 +321,52 @@ async fn detect() -> ExitCode {
     if found.is_empty() {
         eprintln!("# none of the covered services is installed on this host");
     }
-    print!("{}", config::detect::render_config(&found));
+    out!("{}", config::detect::render_config(&found));
     ExitCode::SUCCESS
 }
 
+/// Explains a service name that is not configured: a table turned off with `enabled =
+/// false`, a preset the config does not enable, or a likely misspelling, and lists the
+/// configured services.
 fn unknown_service(config: &Config, name: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "unknown service \"{name}\"; configured services: {}",
-        config.service_names().join(", ")
-    )
+    let names = config.service_names();
+    let configured = if names.is_empty() {
+        "no service is configured".to_string()
+    } else {
+        format!("configured services: {}", names.join(", "))
+    };
+    let file = config
+        .path
+        .as_ref()
+        .map_or("the config file".to_string(), |path| {
+            path.display().to_string()
+        });
+    let problem = if config.disabled.iter().any(|disabled| disabled == name) {
+        format!(
+            "service \"{name}\" is turned off with `enabled = false` in [services.{name}] of \
+             {file}"
+        )
+    } else if config::preset(name).is_some() {
+        match &config.path {
+            Some(_) => format!(
+                "service \"{name}\" is not configured; add [services.{name}] to {file} to \
+                 watch it"
+            ),
+            None => format!(
+                "service \"{name}\" is not watched: it was not found in use on this host, \
+                 and there is no config file; add [services.{name}] to {DEFAULT_PATH} to \
+                 watch it"
+            ),
+        }
+    } else {
+        let mut candidates = names.clone();
+        candidates.extend(config.disabled.iter().map(String::as_str));
+        let suggestion = config::closest_name(name, &candidates)
+            .map(|meant| format!("; did you mean \"{meant}\"?"))
+            .unwrap_or_default();
+        return anyhow::anyhow!("unknown service \"{name}\"; {configured}{suggestion}");
+    };
+    anyhow::anyhow!("{problem}; {configured}")
 }
 
 async fn check(
@@ -309,7 +408,7 @@ async fn check(
             "probe_sources": service.probes.iter().map(config::describe_source).collect::<Vec<_>>(),
         }));
         if !json {
-            println!(
+            outln!(
                 "{:<16} {:<14} {:<26} {}",
                 service.name,
                 state,
@@ -318,12 +417,12 @@ async fn check(
             );
             // Reports come back in the order of the configured probes.
             for (probe, spec) in observation.probes.iter().zip(&service.probes) {
-                println!("{:<16} {probe}  ({})", "", config::describe_source(spec));
+                outln!("{:<16} {probe}  ({})", "", config::describe_source(spec));
             }
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(if all_healthy {
         ExitCode::SUCCESS
@@ -372,37 +471,72 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        outln!("{}", serde_json::to_string_pretty(&views)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<16} {:<16} {:<22} LAST ACTION",
-        "SERVICE", "STATE", "SINCE"
+        "SERVICE",
+        "STATE",
+        "SINCE"
     );
     for view in &views {
-        let action = match (&view.last_action, view.last_action_ms) {
-            (Some(action), Some(ms)) => format!("{action} ({})", time_text(ms)),
-            _ => "-".to_string(),
-        };
-        println!(
-            "{:<16} {:<16} {:<22} {action}",
-            view.service,
-            view.state,
-            time_text(view.since_ms)
-        );
-        if let (Some(verdict), Some(reason)) = (&view.verdict, &view.reason) {
-            println!("{:<16} {verdict}: {reason}", "");
+        for line in status_lines(view) {
+            outln!("{line}");
         }
-        if let Some(cause) = &view.diagnosis {
-            println!("{:<16} cause: {cause}", "");
+        if let Some(pause) = &view.paused {
+            let until = pause.until_ms.map_or("until resumed".to_string(), |ms| {
+                format!("until {}", time_text(ms))
+            });
+            println!("{:<16} healing paused {until} by {}", "", pause.by);
         }
     }
     if !undelivered.is_empty() {
-        println!();
+        outln!();
         alert::print_undelivered(&undelivered);
     }
     alert::print_held(config);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Formats one service of `selfheal status`: its row, then the verdict's reason, the cause and
+/// the next step, each once. The verdict's own event reads "VERDICT: REASON", so the LAST
+/// ACTION column shows only the verdict when the lines below give the reason.
+fn status_lines(view: &ServiceView) -> Vec<String> {
+    let verdict = view.verdict.as_deref().zip(view.reason.as_deref());
+    let first = view.findings.first();
+    // A daemon from before `findings` sends only the summary.
+    let cause = first
+        .map(|finding| finding.summary.as_str())
+        .or(view.diagnosis.as_deref());
+    let action = match (&view.last_action, view.last_action_ms) {
+        (Some(action), Some(ms)) => {
+            let column = match verdict {
+                Some((verdict, reason)) if *action == format!("{verdict}: {reason}") => verdict,
+                _ => action.as_str(),
+            };
+            format!("{column} ({})", time_text(ms))
+        }
+        _ => "-".to_string(),
+    };
+    let mut lines = vec![format!(
+        "{:<16} {:<16} {:<22} {action}",
+        view.service,
+        view.state,
+        time_text(view.since_ms)
+    )];
+    if let Some((verdict, reason)) = verdict {
+        if cause != Some(reason) {
+            lines.push(format!("{:<16} {verdict}: {reason}", ""));
+        }
+    }
+    if let Some(cause) = cause {
+        lines.push(format!("{:<16} cause: {cause}", ""));
+    }
+    if let Some(finding) = first {
+        lines.push(format!("{:<16} next: {}", "", finding.next_step));
+    }
+    lines
 }
 
 /// Reads the services' last state as the daemon stored it.
@@ -439,6 +573,18 @@ fn stored_views(config: &Config) -> anyhow::Result<Vec<ServiceView>> {
                 .as_ref()
                 .and_then(|row| row.diagnosis.first())
                 .map(|finding| finding.summary.clone()),
+            findings: open
+                .as_ref()
+                .map(|row| row.diagnosis.clone())
+                .unwrap_or_default(),
+            paused: store
+                .pause_for(&service.name, SystemTime::now())?
+                .map(|pause| PauseView {
+                    until_ms: pause.until_ms,
+                    by: pause.actor,
+                    since_ms: pause.at_ms,
+                }),
+            ..ServiceView::default()
         });
     }
     Ok(views)
@@ -462,15 +608,15 @@ async fn restart(config: Config, managers: Managers, name: &str) -> anyhow::Resu
             restart_without_daemon(&config, managers, service).await?
         }
     };
-    println!("{}", outcome.message);
+    outln!("{}", outcome.message);
     if !outcome.healthy {
         if !outcome.journal.is_empty() {
-            println!("\nlast journal lines of the unit:");
+            outln!("\nlast journal lines of the unit:");
             for line in &outcome.journal {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
-        println!(
+        outln!(
             "\nselfheal will not restart {name} on its own now; fix the cause, then run \
              `selfheal restart {name}` again"
         );
@@ -505,7 +651,7 @@ async fn restart_without_daemon(
         config.alerts.journal_lines,
     )?;
     let (reply, outcome) = oneshot::channel();
-    let mut next = runner.manual_restart(reply).await;
+    let mut next = runner.manual_restart(reply, "root (command line)").await;
     let outcome = {
         tokio::pin!(outcome);
         loop {
@@ -525,9 +671,9 @@ async fn restart_without_daemon(
 fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
     let Some(store) = Store::open_existing(&config.state_db())? else {
         if json {
-            println!("[]");
+            outln!("[]");
         } else {
-            println!(
+            outln!(
                 "no incidents: no state database at {} yet",
                 config.state_db().display()
             );
@@ -543,42 +689,73 @@ fn incidents(config: &Config, open: bool, limit: usize, json: bool) -> anyhow::R
                 "events": store.events(row.id)?,
             }));
         }
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no {}incidents", if open { "open " } else { "" });
+        outln!("no {}incidents", if open { "open " } else { "" });
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<6} {:<14} {:<22} {:<22} {:<22} PROBLEM",
-        "ID", "SERVICE", "OPENED", "CLOSED", "VERDICT"
+    // VERDICT is the last column, so a long one ("not restarted, then healed") cannot push
+    // another column out of line. The problem and the cause go on lines of their own.
+    outln!(
+        "{:<6} {:<14} {:<22} {:<22} VERDICT",
+        "ID",
+        "SERVICE",
+        "OPENED",
+        "CLOSED"
     );
     for row in &rows {
-        let closed = row.closed_ms.map_or("open".to_string(), time_text);
-        let verdict = match (&row.verdict, &row.resolution) {
-            (Some(v), Some(r)) => format!("{v}, then {r}"),
-            (Some(v), None) => v.clone(),
-            (None, _) => "-".to_string(),
-        };
-        println!(
-            "{:<6} {:<14} {:<22} {:<22} {:<22} {}",
-            row.id,
-            row.service,
-            time_text(row.opened_ms),
-            closed,
-            verdict,
-            row.reason.as_deref().unwrap_or(&row.problem)
-        );
-        for event in store.events(row.id)? {
-            println!("{:<6} {}  {}", "", time_text(event.at_ms), event.detail);
-        }
-        for finding in &row.diagnosis {
-            println!("{:<6} cause: {}", "", finding.summary);
-            println!("{:<6}   next: {}", "", finding.next_step);
+        // The same history the alert shows, without a verdict that repeats the step before.
+        let events = crate::alert::dispatch::without_repeats(store.events(row.id)?);
+        for line in incident_lines(row, &events) {
+            outln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Formats one incident of `selfheal incidents`: its row, then the problem (unless the cause
+/// states the same), the history, and each cause with its next step while the incident is open.
+fn incident_lines(row: &IncidentRow, events: &[EventRow]) -> Vec<String> {
+    let closed = row.closed_ms.map_or("open".to_string(), time_text);
+    let verdict = match (&row.verdict, &row.resolution) {
+        (Some(v), Some(r)) => format!("{v}, then {r}"),
+        (Some(v), None) => v.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => "-".to_string(),
+    };
+    let mut lines = vec![format!(
+        "{:<6} {:<14} {:<22} {:<22} {verdict}",
+        row.id,
+        row.service,
+        time_text(row.opened_ms),
+        closed,
+    )];
+    let problem = row.reason.as_deref().unwrap_or(&row.problem);
+    let cause = row
+        .diagnosis
+        .first()
+        .map(|finding| finding.summary.as_str());
+    if cause != Some(problem) {
+        lines.push(format!("{:<6} problem: {problem}", ""));
+    }
+    for event in events {
+        lines.push(format!(
+            "{:<6} {}  {}",
+            "",
+            time_text(event.at_ms),
+            event.detail
+        ));
+    }
+    for finding in &row.diagnosis {
+        lines.push(format!("{:<6} cause: {}", "", finding.summary));
+        // A closed incident has nothing left to do.
+        if row.closed_ms.is_none() {
+            lines.push(format!("{:<6}   next: {}", "", finding.next_step));
+        }
+    }
+    lines
 }
 
 /// Runs the diagnosis of one service now and prints each finding with its evidence.
@@ -595,18 +772,23 @@ async fn diagnose(
     let store = Store::open_existing(&config.state_db())?;
     let findings = engine::diagnose(managers, &target, service, store.as_ref()).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        outln!("{}", serde_json::to_string_pretty(&findings)?);
     } else if findings.is_empty() {
-        println!("{name}: no cause found: the config test passes, no disk is full, no other program holds its ports and its journal shows no known error");
+        let config_test = if has_config_test(service) {
+            "the config test passes"
+        } else {
+            "it has no config test"
+        };
+        outln!("{name}: no cause found: {config_test}, no disk is full, no other program holds its ports and its journal shows no known error");
     } else {
         for finding in &findings {
-            println!("{}", finding.summary);
+            outln!("{}", finding.summary);
             for line in &finding.evidence {
-                println!("  | {line}");
+                outln!("  | {line}");
             }
-            println!("  next: {}", finding.next_step);
+            outln!("  next: {}", finding.next_step);
             if finding.blocks_restart {
-                println!("  a restart cannot fix this");
+                outln!("  a restart cannot fix this");
             }
         }
     }
@@ -617,7 +799,151 @@ async fn diagnose(
     })
 }
 
+/// Returns whether the diagnosis runs a config test for `service`: its own `config_test` or its
+/// preset's.
+fn has_config_test(service: &crate::config::ServiceConfig) -> bool {
+    let preset = service.preset.as_deref().unwrap_or("");
+    service.config_test.is_some() || !crate::diagnose::knowledge::config_tests(preset).is_empty()
+}
+
 /// UTC time to the second, "-" for none.
 fn time_text(ms: i64) -> String {
     crate::store::format_ms(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::{Cause, Finding};
+
+    fn config(text: &str) -> Config {
+        match config::parse_str(text, Path::new("/etc/selfheal/selfheal.toml")) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
+    #[test]
+    fn unknown_service_suggests_name() {
+        let config = config("[services.postfix]\n[services.dovecot]\n");
+        assert_eq!(
+            unknown_service(&config, "postfx").to_string(),
+            "unknown service \"postfx\"; configured services: postfix, dovecot; did you mean \
+             \"postfix\"?"
+        );
+        assert_eq!(
+            unknown_service(&config, "exim").to_string(),
+            "unknown service \"exim\"; configured services: postfix, dovecot"
+        );
+    }
+
+    #[test]
+    fn unknown_service_names_preset_and_disabled() {
+        let config = config("[services.postfix]\n[services.dovecot]\nenabled = false\n");
+        assert_eq!(
+            unknown_service(&config, "dovecot").to_string(),
+            "service \"dovecot\" is turned off with `enabled = false` in [services.dovecot] \
+             of /etc/selfheal/selfheal.toml; configured services: postfix"
+        );
+        assert_eq!(
+            unknown_service(&config, "mariadb").to_string(),
+            "service \"mariadb\" is not configured; add [services.mariadb] to \
+             /etc/selfheal/selfheal.toml to watch it; configured services: postfix"
+        );
+    }
+
+    fn view() -> ServiceView {
+        ServiceView {
+            service: "postfix".into(),
+            unit: "postfix@-.service".into(),
+            mode: "heal".into(),
+            critical: true,
+            state: "needs attention".into(),
+            since_ms: 1_700_000_000_000,
+            checked_ms: None,
+            checks: 3,
+            last_probe: None,
+            last_action: None,
+            last_action_ms: Some(1_700_000_000_000),
+            verdict: Some("not restarted".into()),
+            reason: None,
+            incident: Some(1),
+            diagnosis: None,
+            findings: Vec::new(),
+            ..ServiceView::default()
+        }
+    }
+
+    #[test]
+    fn status_states_cause_once() {
+        let cause = "config error: /etc/postfix/main.cf line 50: missing '='";
+        let mut view = view();
+        view.reason = Some(cause.into());
+        view.last_action = Some(format!("not restarted: {cause}"));
+        view.diagnosis = Some(cause.into());
+        view.findings = vec![Finding::new(
+            Cause::ConfigError,
+            cause,
+            "fix line 50 of /etc/postfix/main.cf",
+        )];
+        let lines = status_lines(&view);
+        let text = lines.join("\n");
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].ends_with("not restarted (2023-11-14T22:13:20Z)"),
+            "{text}"
+        );
+        assert_eq!(lines[1].trim(), format!("cause: {cause}"));
+        assert_eq!(lines[2].trim(), "next: fix line 50 of /etc/postfix/main.cf");
+        assert_eq!(text.matches("missing '='").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn status_keeps_reason_next_to_other_cause() {
+        let mut view = view();
+        view.verdict = Some("restart failed".into());
+        view.reason = Some("unit failed".into());
+        view.last_action = Some("restart failed: unit failed".into());
+        view.diagnosis = Some("config error: x".into());
+        let lines = status_lines(&view);
+        let trimmed: Vec<&str> = lines.iter().map(|line| line.trim()).collect();
+        assert_eq!(
+            trimmed[1..],
+            ["restart failed: unit failed", "cause: config error: x"]
+        );
+    }
+
+    #[test]
+    fn incident_verdict_is_last_column() {
+        let cause = "config error: /etc/postfix/main.cf line 50: missing '='";
+        let row = IncidentRow {
+            id: 7,
+            service: "postfix".into(),
+            unit: "postfix@-.service".into(),
+            opened_ms: 1_700_000_000_000,
+            closed_ms: Some(1_700_000_060_000),
+            problem: "unit failed".into(),
+            verdict: Some("not restarted".into()),
+            reason: Some(cause.into()),
+            resolution: Some("healed".into()),
+            alert_status: "sent".into(),
+            diagnosis: vec![Finding::new(Cause::ConfigError, cause, "fix line 50")],
+        };
+        let lines = incident_lines(&row, &[]);
+        assert!(
+            lines[0].ends_with(" not restarted, then healed"),
+            "{lines:#?}"
+        );
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_eq!(lines[1].trim(), format!("cause: {cause}"));
+        let header = format!(
+            "{:<6} {:<14} {:<22} {:<22} VERDICT",
+            "ID", "SERVICE", "OPENED", "CLOSED"
+        );
+        assert_eq!(
+            lines[0].find("not restarted"),
+            header.find("VERDICT"),
+            "{lines:#?}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod parse;
 pub mod presets;
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Enabled services, in the order the file names them.
     pub services: Vec<ServiceConfig>,
+    /// Names of the service tables turned off with `enabled = false`.
+    pub disabled: Vec<String>,
     /// Problems that do not stop selfheal from running, such as a password file readable by
     /// other users. `load` returns them with a valid config; the caller logs them.
     pub warnings: Vec<ConfigError>,
@@ -331,11 +334,105 @@ pub struct RelayConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DashboardConfig {
+    /// Serve the dashboard, the API and the metrics (`enabled`, default true).
+    pub enabled: bool,
+    /// Address and port to listen on (`listen`, default 127.0.0.1:8750).
+    pub listen: SocketAddr,
     /// Address the admin opens the dashboard at, through the web server's reverse proxy
     /// (`public_url`); alerts link to it.
     pub public_url: Option<String>,
+    /// Argon2 PHC string of the `admin` user's password (`admin_password_hash`).
+    #[serde(skip)]
+    pub admin_password_hash: Option<String>,
+    /// Argon2 PHC string of the read-only `viewer` user's password (`readonly_password_hash`).
+    #[serde(skip)]
+    pub readonly_password_hash: Option<String>,
+    /// Bearer tokens for the API and the metrics (`[[dashboard.token]]`).
+    pub tokens: Vec<ApiToken>,
+    /// Who may read `/metrics` (`metrics`, default loopback).
+    pub metrics: MetricsAccess,
+    /// Serve plain HTTP on an address other than loopback (`allow_plain_http`, default false).
+    pub allow_plain_http: bool,
+    /// PEM certificate chain and private key for HTTPS (`tls_cert`, `tls_key`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed: the
+    /// reverse proxy (`trusted_proxies`, default 127.0.0.1 and ::1).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long a login lasts without use (`session_idle`, default 2 h).
+    pub session_idle: Duration,
+}
+
+/// Default dashboard address: loopback only, reached through the web server's reverse proxy.
+pub const DEFAULT_DASHBOARD_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8750);
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            listen: DEFAULT_DASHBOARD_LISTEN,
+            public_url: None,
+            admin_password_hash: None,
+            readonly_password_hash: None,
+            tokens: Vec::new(),
+            metrics: MetricsAccess::Loopback,
+            allow_plain_http: false,
+            tls: None,
+            trusted_proxies: vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            session_idle: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// What a dashboard user or an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, including restart, pause and resume.
+    Admin,
+    /// Sees everything, changes nothing.
+    ReadOnly,
+    /// Reads `/metrics` only.
+    Metrics,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::ReadOnly => "read-only",
+            Role::Metrics => "metrics",
+        }
+    }
+}
+
+/// Start of every API token `selfheal token` prints, so that a token is never mistaken for
+/// the digest the config holds.
+pub const TOKEN_PREFIX: &str = "shtk_";
+
+/// A bearer token: its name for the audit log, the SHA-256 of the token, and its role.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiToken {
+    pub name: String,
+    #[serde(skip)]
+    pub sha256: [u8; 32],
+    pub role: Role,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Clients on this host that connect directly, not through the reverse proxy, and any
+    /// client with a token.
+    Loopback,
+    /// Only clients with a token.
+    Token,
 }
 
 /// Kind of HTTP endpoint a webhook posts to; each gets the body it expects.
@@ -530,10 +627,17 @@ pub fn from_presets_with_root(names: &[&str], root: &Path) -> Config {
             ..AlertConfig::default()
         },
         services,
+        disabled: Vec::new(),
         warnings,
     };
     discover::apply(&mut config, root);
     config
+}
+
+/// Finds the name in `known` that `unknown` most likely misspells, the same way `config check`
+/// suggests a key for an unknown one.
+pub fn closest_name<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    parse::closest_key(unknown, known)
 }
 
 /// [`DEFAULT_SENDMAIL`] when that file exists on this host.

@@ -105,22 +105,40 @@ pub fn check_paths(paths: &[PathBuf], after_fix: RestartAfterFix) -> Vec<Finding
 }
 
 fn finding(path: &Path, paths: &[&Path], usage: &Usage, after_fix: RestartAfterFix) -> Finding {
-    let mount = mount_point(path);
+    let mount = mount_of(path);
+    let mount_text = mount.point.display().to_string();
     let summary = format!(
-        "disk full on {} ({} %, {} free, {} inodes left)",
-        mount.display(),
+        "disk full on {mount_text} ({} %, {} free, {} inodes left)",
         usage.used_percent(),
         human_bytes(usage.available_bytes),
         usage.free_inodes
     );
+    // "/var/spool/postfix: tmpfs filesystem, 0 B of 4.0 MiB available, ..." when the path is
+    // the mount point itself, else "/var/log is on /: ext4 filesystem on /dev/vda1, ...".
     let names: Vec<String> = paths
         .iter()
         .map(|path| path.display().to_string())
+        .filter(|name| *name != mount_text)
         .collect();
+    let place = if names.is_empty() {
+        mount_text.clone()
+    } else {
+        format!(
+            "{} {} on {mount_text}",
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" }
+        )
+    };
+    let filesystem = match (&mount.fstype, &mount.source) {
+        (Some(fstype), Some(source)) if source != fstype && source != "none" => {
+            format!("{fstype} filesystem on {source}")
+        }
+        (Some(fstype), _) => format!("{fstype} filesystem"),
+        (None, _) => "filesystem".to_string(),
+    };
     let free = format!(
-        "free space on {} (`du -xsh {}/* | sort -h | tail` shows what is large)",
-        mount.display(),
-        mount.display().to_string().trim_end_matches('/')
+        "free space on {mount_text} (`du -xsh {}/* | sort -h | tail` shows what is large)",
+        mount_text.trim_end_matches('/')
     );
     let next_step = match after_fix {
         RestartAfterFix::Automatic => {
@@ -130,9 +148,7 @@ fn finding(path: &Path, paths: &[&Path], usage: &Usage, after_fix: RestartAfterF
     };
     Finding::new(Cause::DiskFull, summary, next_step)
         .with_evidence([format!(
-            "{} on {}: {} of {} available, {} of {} inodes free",
-            names.join(", "),
-            mount.display(),
+            "{place}: {filesystem}, {} of {} available, {} of {} inodes free",
             human_bytes(usage.available_bytes),
             human_bytes(usage.total_bytes),
             usage.free_inodes,
@@ -141,19 +157,59 @@ fn finding(path: &Path, paths: &[&Path], usage: &Usage, after_fix: RestartAfterF
         .blocking()
 }
 
+/// A mounted filesystem, from /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: PathBuf,
+    /// Filesystem type, such as `ext4` or `tmpfs`.
+    pub fstype: Option<String>,
+    /// Device or name mounted there, such as `/dev/vda1` or `tmpfs`.
+    pub source: Option<String>,
+}
+
 /// Returns the mount point that contains `path`: the longest mount point in /proc/self/mountinfo that
 /// is a prefix of it.
 pub fn mount_point(path: &Path) -> PathBuf {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return path.to_path_buf();
-    };
+    mount_of(path).point
+}
+
+/// Returns the mount that contains `path`, with its filesystem type and source. When the same
+/// point is mounted twice, the later mount, which hides the earlier, wins.
+pub fn mount_of(path: &Path) -> Mount {
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(mountinfo) => mount_in(&mountinfo, path),
+        Err(_) => Mount {
+            point: path.to_path_buf(),
+            fstype: None,
+            source: None,
+        },
+    }
+}
+
+/// [`mount_of`] over the text of a mountinfo file. Each line reads `ID PARENT MAJOR:MINOR
+/// ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER_OPTIONS` (proc(5)).
+fn mount_in(mountinfo: &str, path: &Path) -> Mount {
     mountinfo
         .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .map(unescape_mount)
-        .filter(|mount| path.starts_with(mount))
-        .max_by_key(|mount| mount.as_os_str().len())
-        .unwrap_or_else(|| path.to_path_buf())
+        .filter_map(|line| {
+            let point = unescape_mount(line.split_whitespace().nth(4)?);
+            let (_, after) = line.split_once(" - ")?;
+            let mut fields = after.split_whitespace();
+            Some(Mount {
+                point,
+                fstype: fields.next().map(str::to_string),
+                source: fields
+                    .next()
+                    .map(|source| unescape_mount(source).display().to_string()),
+            })
+        })
+        .filter(|mount| path.starts_with(&mount.point))
+        .max_by_key(|mount| mount.point.as_os_str().len())
+        .unwrap_or_else(|| Mount {
+            point: path.to_path_buf(),
+            fstype: None,
+            source: None,
+        })
 }
 
 /// Undoes the octal escapes of mountinfo (`\040` for a space).
@@ -269,6 +325,46 @@ mod tests {
     fn mount_point_of_root() {
         assert_eq!(mount_point(Path::new("/")), PathBuf::from("/"));
         assert!(Path::new("/proc/self").starts_with(mount_point(Path::new("/proc/self"))));
+    }
+
+    #[test]
+    fn mount_with_type_and_source() {
+        let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+             40 22 0:35 / /var/spool/postfix rw,relatime shared:2 - tmpfs tmpfs rw,size=4096k\n\
+             41 22 0:36 / /var/spool/postfix rw,relatime shared:3 - tmpfs spool rw\n";
+        let spool = mount_in(mountinfo, Path::new("/var/spool/postfix"));
+        assert_eq!(spool.point, PathBuf::from("/var/spool/postfix"));
+        assert_eq!(spool.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(
+            spool.source.as_deref(),
+            Some("spool"),
+            "the later mount wins"
+        );
+        let log = mount_in(mountinfo, Path::new("/var/log"));
+        assert_eq!(log.point, PathBuf::from("/"));
+        assert_eq!(log.source.as_deref(), Some("/dev/vda1"));
+    }
+
+    #[test]
+    fn evidence_names_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = usage(4 * 1024 * 1024, 0, 1000, 12);
+        let finding = finding(dir.path(), &[dir.path()], &full, RestartAfterFix::Automatic);
+        let mount = mount_of(dir.path());
+        let evidence = &finding.evidence[0];
+        assert!(
+            evidence.contains(&format!(
+                "{} filesystem",
+                mount.fstype.as_deref().unwrap_or("?")
+            )),
+            "{evidence}"
+        );
+        assert!(
+            evidence.contains("0 B of 4.0 MiB available, 12 of 1000 inodes free"),
+            "{evidence}"
+        );
+        let doubled = format!("{0} on {0}", mount.point.display());
+        assert!(!evidence.contains(&doubled), "{evidence}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! directories it must write to, and the covered services it needs.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::{Cause, Finding, RestartAfterFix};
 use crate::config::ServiceConfig;
@@ -23,6 +24,18 @@ pub fn config_tests(preset: &str) -> &'static [&'static [&'static str]] {
         "rsyslog" => &[&["rsyslogd", "-N1"]],
         "fail2ban" => &[&["fail2ban-client", "-t"]],
         _ => &[],
+    }
+}
+
+/// Returns the command line a next step shows for a config test. `mariadbd --help --verbose`
+/// prints every variable after the errors, so the admin is shown it with the listing sent
+/// to /dev/null: what remains are the errors.
+pub fn config_test_hint(argv: &[String]) -> String {
+    let command = argv.join(" ");
+    if command == "mariadbd --help --verbose" {
+        format!("{command} >/dev/null")
+    } else {
+        command
     }
 }
 
@@ -85,6 +98,58 @@ pub fn data_paths(preset: &str) -> &'static [&'static str] {
         "fail2ban" => &["/var/lib/fail2ban", "/var/log"],
         _ => &["/var/log", "/tmp"],
     }
+}
+
+/// Placeholder for the service's user in a next step (`install -d -o USER ...`), replaced by
+/// the user that [`service_user`] returns, when it finds one.
+pub const USER_PLACEHOLDER: &str = "-o USER ";
+
+/// Time allowed for `systemctl show`.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Finds the user a service runs as: the unit's `User=`, else for OpenDKIM the `UserID` of
+/// /etc/opendkim.conf, which the daemon switches to after it starts as root, else the user
+/// Debian's opendkim package creates. `None` when nothing names one.
+pub async fn service_user(service: &ServiceConfig, unit: Option<&str>) -> Option<String> {
+    if let Some(unit) = unit {
+        if let Some(user) = unit_user(unit).await {
+            return Some(user);
+        }
+    }
+    if service.preset.as_deref() == Some("opendkim") {
+        let configured = opendkim_user(Path::new("/etc/opendkim.conf"));
+        return Some(configured.unwrap_or_else(|| "opendkim".to_string()));
+    }
+    None
+}
+
+/// Reads `User=` of a unit with `systemctl show`; `None` when it is not set or cannot be read.
+async fn unit_user(unit: &str) -> Option<String> {
+    let systemctl = super::config_test::find_program("systemctl")?;
+    let args = ["show", "--property=User", "--value", unit];
+    let finished =
+        crate::probe::command::run_program(&systemctl, &args, "systemctl show", SYSTEMCTL_TIMEOUT)
+            .await
+            .ok()?;
+    if !finished.status.success() {
+        return None;
+    }
+    let user = String::from_utf8_lossy(&finished.stdout).trim().to_string();
+    (!user.is_empty()).then_some(user)
+}
+
+/// Reads `UserID user[:group]` from opendkim.conf(5) and returns the user.
+fn opendkim_user(conf: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (key, value) = line.split_once(char::is_whitespace)?;
+            key.eq_ignore_ascii_case("UserID").then(|| value.trim())
+        })
+        .map(|value| value.split(':').next().unwrap_or(value).trim().to_string())
+        .rfind(|user| !user.is_empty())
 }
 
 /// Covered services a preset cannot work without, each with why.
@@ -198,6 +263,38 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             assert_eq!(resolves_locally(&path), local, "{text}");
         }
+    }
+
+    #[test]
+    fn opendkim_user_from_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opendkim.conf");
+        for (text, user) in [
+            ("Syslog yes\nUserID\t\topendkim\n", Some("opendkim")),
+            ("UserID dkim:postfix\n", Some("dkim")),
+            ("# UserID commented\nSocket local:/run/x.sock\n", None),
+            ("userid first\nUserID second\n", Some("second")),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(opendkim_user(&path).as_deref(), user, "{text}");
+        }
+        assert_eq!(opendkim_user(&dir.path().join("missing.conf")), None);
+    }
+
+    #[test]
+    fn mariadb_hint_discards_listing() {
+        let argv: Vec<String> = ["mariadbd", "--help", "--verbose"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect();
+        assert_eq!(
+            config_test_hint(&argv),
+            "mariadbd --help --verbose >/dev/null"
+        );
+        assert_eq!(
+            config_test_hint(&["postconf".to_string(), "-n".to_string()]),
+            "postconf -n"
+        );
     }
 
     #[test]

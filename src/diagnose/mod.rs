@@ -50,8 +50,13 @@ pub enum Cause {
     MissingUser,
     /// The service cannot create its socket or file: a directory is missing or not writable.
     SocketPath,
+    /// The service's systemd unit is not installed.
+    UnitNotFound,
     /// The unit failed and nothing more specific was found.
     Exited,
+    /// The config test could not run: its program is missing, or it timed out. The config is
+    /// then untested, which is no cause of a failure by itself.
+    ConfigTestNotRun,
 }
 
 impl Cause {
@@ -66,7 +71,9 @@ impl Cause {
             Cause::MissingProgram => "missing program",
             Cause::MissingUser => "missing user",
             Cause::SocketPath => "socket path",
+            Cause::UnitNotFound => "unit not found",
             Cause::Exited => "exited",
+            Cause::ConfigTestNotRun => "config test not run",
         }
     }
 }
@@ -187,6 +194,11 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
     let after_fix = evidence.after_fix;
     let mut findings = Vec::new();
 
+    if let (Some(unit), Some(name)) = (evidence.unit, &evidence.unit_name) {
+        if unit.load_state == "not-found" {
+            findings.push(unit_not_found(service, name));
+        }
+    }
     findings.extend(disk::check_service(service, after_fix));
     let config_test = config_test::run(service, after_fix).await;
     let mut scanned = journal::scan(evidence.journal);
@@ -199,7 +211,9 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
                 .findings
                 .retain(|finding| finding.cause != Cause::ConfigError);
         }
-        config_test::Outcome::NotRun => {}
+        // An untested config proves nothing either way, so the journal's claim is kept.
+        config_test::Outcome::NotRun(finding) => findings.push(finding),
+        config_test::Outcome::NoTest => {}
     }
     findings.extend(ports::explain(
         service,
@@ -231,15 +245,56 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
                 .replace("journalctl -u UNIT", &format!("journalctl -u {unit}"));
         }
     }
-    dedupe(&mut findings);
-    findings.sort_by_key(|finding| rank(finding.cause));
     if findings
         .iter()
-        .any(|finding| finding.cause != Cause::Exited)
+        .any(|finding| finding.next_step.contains(knowledge::USER_PLACEHOLDER))
+    {
+        if let Some(user) = knowledge::service_user(service, evidence.unit_name.as_deref()).await {
+            for finding in &mut findings {
+                finding.next_step = finding
+                    .next_step
+                    .replace(knowledge::USER_PLACEHOLDER, &format!("-o {user} "));
+            }
+        }
+    }
+    dedupe(&mut findings);
+    findings.sort_by_key(|finding| rank(finding.cause));
+    // "The unit failed" adds nothing next to a real cause, but an untested config is no
+    // cause, so the exit status stays next to it.
+    if findings
+        .iter()
+        .any(|finding| !matches!(finding.cause, Cause::Exited | Cause::ConfigTestNotRun))
     {
         findings.retain(|finding| finding.cause != Cause::Exited);
     }
     findings
+}
+
+/// Builds the finding for a service whose systemd unit is not installed. A service can name
+/// several candidate units; `unit` is the one selfheal checked, the first when none exists.
+fn unit_not_found(service: &ServiceConfig, unit: &str) -> Finding {
+    let units = if service.units.len() > 1 {
+        format!("none of {} is installed", service.units.join(", "))
+    } else {
+        format!("{unit} is not installed")
+    };
+    let key = if service.units.len() > 1 {
+        "units"
+    } else {
+        "unit"
+    };
+    let next_step = format!(
+        "install the package that provides the unit, or fix `{key}` in [services.{}] of the \
+         selfheal config (`systemctl list-unit-files '*.service'` lists the installed units)",
+        service.name
+    );
+    Finding::new(
+        Cause::UnitNotFound,
+        format!("unit not found: {units}"),
+        next_step,
+    )
+    .with_evidence([format!("systemd reports {unit} with load state not-found")])
+    .blocking()
 }
 
 /// Finds what keeps a restart of a service that is down from helping: a full filesystem, a
@@ -283,16 +338,18 @@ fn dedupe(findings: &mut Vec<Finding>) {
 /// Order of findings: what blocks a restart and what the admin must fix first comes first.
 fn rank(cause: Cause) -> u8 {
     match cause {
-        Cause::DiskFull => 0,
-        Cause::ConfigError => 1,
-        Cause::PortConflict => 2,
-        Cause::CorruptData => 3,
-        Cause::SocketPath => 4,
-        Cause::MissingProgram => 5,
-        Cause::MissingUser => 6,
-        Cause::OutOfMemory => 7,
-        Cause::DependencyDown => 8,
-        Cause::Exited => 9,
+        Cause::UnitNotFound => 0,
+        Cause::DiskFull => 1,
+        Cause::ConfigError => 2,
+        Cause::PortConflict => 3,
+        Cause::CorruptData => 4,
+        Cause::SocketPath => 5,
+        Cause::MissingProgram => 6,
+        Cause::MissingUser => 7,
+        Cause::OutOfMemory => 8,
+        Cause::DependencyDown => 9,
+        Cause::Exited => 10,
+        Cause::ConfigTestNotRun => 11,
     }
 }
 
@@ -309,6 +366,83 @@ mod tests {
         let long = "x".repeat(1000);
         let finding = Finding::new(Cause::Exited, "x", "y").with_evidence([long.as_str()]);
         assert_eq!(finding.evidence[0].chars().count(), MAX_EVIDENCE_CHARS);
+    }
+
+    fn custom_service() -> ServiceConfig {
+        let mut service = ServiceConfig::from_preset(
+            crate::config::presets::preset("dovecot").unwrap(),
+            "ai3",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        );
+        service.preset = None;
+        service.units = vec!["ai3.service".into()];
+        service.probes.clear();
+        service
+    }
+
+    fn unit(load_state: &str, result: &str) -> UnitStatus {
+        UnitStatus {
+            load_state: load_state.into(),
+            active_state: crate::manager::ActiveState::parse("inactive"),
+            sub_state: "dead".into(),
+            result: result.into(),
+            main_pid: None,
+            main_pid_alive: None,
+            n_restarts: None,
+            exec_main_status: Some(1),
+            inactive_exit_usec: 0,
+            invocation_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_unit_is_a_cause() {
+        let service = custom_service();
+        let status = unit("not-found", "success");
+        let evidence = Evidence {
+            service: &service,
+            unit: Some(&status),
+            journal: &[],
+            states: &[],
+            unit_name: Some("ai3.service".into()),
+            after_fix: RestartAfterFix::Automatic,
+        };
+        let findings = diagnose(&evidence).await;
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].cause, Cause::UnitNotFound);
+        assert_eq!(
+            findings[0].summary,
+            "unit not found: ai3.service is not installed"
+        );
+        assert!(
+            findings[0]
+                .next_step
+                .contains("fix `unit` in [services.ai3] of the selfheal config"),
+            "{}",
+            findings[0].next_step
+        );
+    }
+
+    #[tokio::test]
+    async fn untested_config_keeps_exit_status() {
+        let mut service = custom_service();
+        service.config_test = Some(vec!["/nonexistent/bin/check".into()]);
+        let status = unit("loaded", "exit-code");
+        let evidence = Evidence {
+            service: &service,
+            unit: Some(&status),
+            journal: &[],
+            states: &[],
+            unit_name: Some("ai3.service".into()),
+            after_fix: RestartAfterFix::Automatic,
+        };
+        let causes: Vec<Cause> = diagnose(&evidence)
+            .await
+            .iter()
+            .map(|finding| finding.cause)
+            .collect();
+        assert_eq!(causes, [Cause::Exited, Cause::ConfigTestNotRun]);
     }
 
     #[test]

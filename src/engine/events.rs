@@ -77,7 +77,10 @@ fn describe(event: &Event) -> (&'static str, String) {
             "paused",
             format!(
                 "healing paused for {}",
-                humantime::format_duration(Duration::from_secs(length.as_secs()))
+                // Whole seconds, rounded: the window was measured a moment after it began.
+                humantime::format_duration(Duration::from_secs(
+                    (length.as_millis() as u64).div_ceil(1000)
+                ))
             ),
         ),
         Event::Paused { for_: None } => ("paused", "healing paused until resumed".to_string()),
@@ -115,8 +118,12 @@ pub fn record(
     unit: &str,
     incident: Option<i64>,
     event: &Event,
+    requested_by: Option<&str>,
 ) -> Option<i64> {
-    let (kind, text) = describe(event);
+    let (kind, mut text) = describe(event);
+    if let (Event::RestartIssued { manual: true }, Some(by)) = (event, requested_by) {
+        text = format!("restart requested by {by}");
+    }
     match event {
         Event::IncidentOpened { .. }
         | Event::NeedsAttention { .. }

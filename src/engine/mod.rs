@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Config, ServiceConfig};
 use crate::manager::{Managers, Target};
+use crate::metrics::Metrics;
 use crate::policy::{Recovery, Restored, ServicePolicy, Verdict};
 use crate::store::Store;
 
@@ -28,7 +29,7 @@ pub use runner::{diagnose, observe, ServiceRunner};
 pub const MANAGER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Status of one service, as `selfheal status` prints it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceView {
     pub service: String,
     pub unit: String,
@@ -50,9 +51,32 @@ pub struct ServiceView {
     /// The most specific cause the diagnosis found while the service needs attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    /// Every finding of that diagnosis, most specific first, with its evidence and next step;
+    /// empty when there is none. A daemon from before this field sends none.
+    #[serde(default)]
+    pub findings: Vec<crate::diagnose::Finding>,
     /// Reason the alert about this service has not reached the admin yet, while it has not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_undelivered: Option<String>,
+    /// Latency of the slowest probe at the last check, in milliseconds, when all passed.
+    #[serde(default)]
+    pub probe_ms: Option<f64>,
+    /// Wall time (Unix ms) of the last restart selfheal issued.
+    #[serde(default)]
+    pub last_restart_ms: Option<i64>,
+    /// The maintenance window, while healing is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+}
+
+/// An open maintenance window, as status and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseView {
+    /// End of the window (Unix ms); none until resumed.
+    pub until_ms: Option<i64>,
+    /// Who paused it.
+    pub by: String,
+    pub since_ms: i64,
 }
 
 /// Outcome of a manual restart, as the CLI prints it.
@@ -70,8 +94,24 @@ pub struct RestartOutcome {
 pub enum Request {
     /// systemd reported a change of the unit: check now.
     Wake,
-    /// Restart on behalf of an admin and reply once verification has ended.
-    Restart(oneshot::Sender<RestartOutcome>),
+    /// Restart on behalf of an admin (`by`, for the incident history) and reply once
+    /// verification has ended.
+    Restart {
+        by: String,
+        reply: oneshot::Sender<RestartOutcome>,
+    },
+    /// Pause healing for a while (none: until resumed) on behalf of `by`; replies with the
+    /// new view.
+    Pause {
+        length: Option<Duration>,
+        by: String,
+        reply: oneshot::Sender<ServiceView>,
+    },
+    /// Resume healing on behalf of `by`; replies with the new view.
+    Resume {
+        by: String,
+        reply: oneshot::Sender<ServiceView>,
+    },
 }
 
 struct Handle {
@@ -86,6 +126,10 @@ pub struct Engine {
     tasks: Vec<JoinHandle<()>>,
     /// Monotonic time of the last finished check of any service, for the systemd watchdog.
     heartbeat: Arc<Mutex<Instant>>,
+    /// Counts changes of any service's view, so that the dashboard's live feed wakes up.
+    changes: watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+    stall_limit: Duration,
 }
 
 impl Engine {
@@ -95,8 +139,11 @@ impl Engine {
         managers: Arc<Managers>,
         store: Arc<Store>,
         alerts: AlertSender,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Engine> {
         let heartbeat = Arc::new(Mutex::new(Instant::now()));
+        let (changed, changes) = watch::channel(0u64);
+        let changed = Arc::new(changed);
         let watched = config.service_names();
         let closed = store.close_unwatched(&watched, SystemTime::now())?;
         if closed > 0 {
@@ -122,7 +169,8 @@ impl Engine {
                 store.clone(),
                 alerts.clone(),
                 config.alerts.journal_lines,
-            )?;
+            )?
+            .with_feedback(changed.clone(), metrics.clone());
             let view = runner.view();
             if let Target::Unit(unit) = &target {
                 unit_routes.insert(unit.clone(), tx.clone());
@@ -161,6 +209,16 @@ impl Engine {
             order,
             tasks,
             heartbeat,
+            changes,
+            metrics,
+            stall_limit: config.interval * 2
+                + config
+                    .services
+                    .iter()
+                    .map(|s| s.restart_timeout + s.recovery.verify_timeout)
+                    .max()
+                    .unwrap_or_default()
+                + MANAGER_CALL_TIMEOUT,
         })
     }
 
@@ -177,21 +235,92 @@ impl Engine {
     }
 
     /// Ask a service's task for a manual restart and wait for its verified outcome.
-    pub async fn restart(&self, service: &str) -> Result<RestartOutcome, String> {
-        let handle = self.handles.get(service).ok_or_else(|| {
+    pub async fn restart(&self, service: &str, by: &str) -> Result<RestartOutcome, String> {
+        let (reply, rx) = oneshot::channel();
+        let by = by.to_string();
+        self.send(service, Request::Restart { by, reply }).await?;
+        rx.await
+            .map_err(|_| format!("the task of service {service} ended before the restart finished"))
+    }
+
+    /// Pauses healing of `service` for `length` (none: until resumed) on behalf of `by`.
+    pub async fn pause(
+        &self,
+        service: &str,
+        length: Option<Duration>,
+        by: &str,
+    ) -> Result<ServiceView, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            service,
+            Request::Pause {
+                length,
+                by: by.to_string(),
+                reply,
+            },
+        )
+        .await?;
+        rx.await
+            .map_err(|_| format!("the task of service {service} ended before pausing"))
+    }
+
+    /// Resumes healing of `service` on behalf of `by`.
+    pub async fn resume(&self, service: &str, by: &str) -> Result<ServiceView, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            service,
+            Request::Resume {
+                by: by.to_string(),
+                reply,
+            },
+        )
+        .await?;
+        rx.await
+            .map_err(|_| format!("the task of service {service} ended before resuming"))
+    }
+
+    async fn send(&self, service: &str, request: Request) -> Result<(), String> {
+        let handle = self.handle(service)?;
+        handle
+            .requests
+            .send(request)
+            .await
+            .map_err(|_| format!("the task of service {service} has stopped"))
+    }
+
+    fn handle(&self, service: &str) -> Result<&Handle, String> {
+        self.handles.get(service).ok_or_else(|| {
             format!(
                 "unknown service \"{service}\"; configured services: {}",
                 self.order.join(", ")
             )
-        })?;
-        let (tx, rx) = oneshot::channel();
-        handle
-            .requests
-            .send(Request::Restart(tx))
-            .await
-            .map_err(|_| format!("the task of service {service} has stopped"))?;
-        rx.await
-            .map_err(|_| format!("the task of service {service} ended before the restart finished"))
+        })
+    }
+
+    /// The view of one service.
+    pub fn view(&self, service: &str) -> Result<ServiceView, String> {
+        let handle = self.handle(service)?;
+        Ok(handle
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+
+    /// A receiver that changes whenever any service's view changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// How long no check has finished, when that is longer than a healthy daemon ever
+    /// takes: two intervals plus the longest restart and verification plus a status call.
+    pub fn stalled(&self) -> Option<Duration> {
+        let stalled = self.since_last_check();
+        (stalled >= self.stall_limit).then_some(stalled)
     }
 
     /// Time since the last finished check of any service.

@@ -59,7 +59,7 @@ impl AlertSender {
                 .map(|finding| finding.summary.clone())
                 .unwrap_or(job.headline),
             started_at,
-            seen: format!("{}\n{}", job.reason, job.seen),
+            seen: seen_lines(&job.reason, &job.seen, &job.diagnosis),
             actions,
             last_probe: job.last_probe,
             journal: job.journal,
@@ -86,6 +86,30 @@ impl AlertSender {
     }
 }
 
+/// Builds the alert's "What was seen" lines: the parts of the policy's reason that the
+/// observation's own lines (`seen`) and the diagnosis do not already state, then `seen`. The
+/// reason joins its parts with "; ", such as `restart job finished with "failed"; unit
+/// failed, result exit-code; mysql ...: refused`, and the unit state and the probe results
+/// among them are lines of `seen` too.
+fn seen_lines(reason: &str, seen: &str, diagnosis: &[Finding]) -> String {
+    let known: Vec<&str> = seen
+        .lines()
+        .flat_map(|line| {
+            let line = line.trim();
+            // A line of several probe results joins them with "; ", as the reason does.
+            [line].into_iter().chain(line.split("; "))
+        })
+        .chain(diagnosis.iter().map(|finding| finding.summary.as_str()))
+        .collect();
+    let mut lines: Vec<&str> = reason
+        .split("; ")
+        .map(str::trim)
+        .filter(|part| !part.is_empty() && !known.contains(part))
+        .collect();
+    lines.extend(seen.lines().filter(|line| !line.trim().is_empty()));
+    lines.join("\n")
+}
+
 /// When the incident opened and what happened since, for the alert body.
 fn incident_history(store: &Store, incident: i64) -> (SystemTime, Vec<(SystemTime, String)>) {
     let opened = store
@@ -95,4 +119,38 @@ fn incident_history(store: &Store, incident: i64) -> (SystemTime, Vec<(SystemTim
         .map(|row| from_unix_ms(row.opened_ms))
         .unwrap_or_else(SystemTime::now);
     (opened, incident_actions(store, incident))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::Cause;
+
+    #[test]
+    fn seen_states_each_part_once() {
+        let seen = seen_lines(
+            "restart job finished with \"failed\"; unit failed, result exit-code; mysql /run/x.sock: refused",
+            "unit failed, result exit-code\nmysql /run/x.sock: refused",
+            &[],
+        );
+        assert_eq!(
+            seen,
+            "restart job finished with \"failed\"\nunit failed, result exit-code\nmysql /run/x.sock: refused"
+        );
+    }
+
+    #[test]
+    fn seen_leaves_cause_to_diagnosis() {
+        let cause = "config error: /etc/postfix/main.cf line 50: missing '='";
+        let finding = Finding::new(Cause::ConfigError, cause, "fix line 50");
+        let seen = seen_lines(
+            cause,
+            "unit failed, result exit-code\nsmtp 127.0.0.1:25: refused",
+            &[finding],
+        );
+        assert_eq!(
+            seen,
+            "unit failed, result exit-code\nsmtp 127.0.0.1:25: refused"
+        );
+    }
 }

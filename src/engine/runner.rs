@@ -3,16 +3,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::events::record;
 use super::notify::{AlertJob, AlertSender};
 use super::rediagnosis::{Schedule, Symptoms};
-use super::{Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
+use super::{PauseView, Request, RestartOutcome, ServiceView, MANAGER_CALL_TIMEOUT};
 use crate::config::ServiceConfig;
 use crate::diagnose::{Evidence, Finding, RestartAfterFix};
 use crate::manager::{Managers, Target};
+use crate::metrics::Metrics;
 use crate::policy::{
     Command, Decision, Event, Health, Input, Observation, Phase, ServicePolicy, Verdict,
 };
@@ -99,6 +100,14 @@ pub struct ServiceRunner {
     diagnosis: Vec<Finding>,
     /// When the diagnosis of the open incident runs again.
     rediagnosis: Schedule,
+    /// Bumped after every change of the view, for the dashboard's live feed.
+    changed: Arc<watch::Sender<u64>>,
+    /// Who asked for the manual restart being carried out, for the incident history.
+    requested_by: Option<String>,
+    /// The state and its start before a pause, restored when the service is in that state
+    /// again after it, so that a pause does not reset "healthy since".
+    before_pause: Option<(String, i64)>,
+    metrics: Arc<Metrics>,
 }
 
 impl ServiceRunner {
@@ -137,16 +146,26 @@ impl ServiceRunner {
             reason: open.as_ref().and_then(|row| row.reason.clone()),
             incident: open.as_ref().map(|row| row.id),
             alert_undelivered: None,
+            probe_ms: None,
+            last_restart_ms: store
+                .restarts_since(&service.name, SystemTime::UNIX_EPOCH)?
+                .last()
+                .map(|at| unix_ms(*at)),
+            paused: None,
             diagnosis: open
                 .as_ref()
                 .and_then(|row| row.diagnosis.first())
                 .map(|finding| finding.summary.clone()),
+            findings: open
+                .as_ref()
+                .map(|row| row.diagnosis.clone())
+                .unwrap_or_default(),
         };
         let diagnosis = open
             .as_ref()
             .map(|row| row.diagnosis.clone())
             .unwrap_or_default();
-        Ok(ServiceRunner {
+        let mut runner = ServiceRunner {
             incident: open.map(|row| row.id),
             rediagnosis: Schedule::new(&service),
             service,
@@ -160,7 +179,48 @@ impl ServiceRunner {
             last: None,
             waiting_admin: None,
             diagnosis,
-        })
+            changed: Arc::new(watch::channel(0).0),
+            requested_by: None,
+            before_pause: None,
+            metrics: Arc::new(Metrics::new()),
+        };
+        runner.restore_pause()?;
+        Ok(runner)
+    }
+
+    /// Reports view changes to `changed` and records into `metrics`, both shared by every
+    /// service's runner.
+    pub fn with_feedback(
+        mut self,
+        changed: Arc<watch::Sender<u64>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        self.changed = changed;
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reopens a maintenance window stored before selfheal restarted.
+    fn restore_pause(&mut self) -> anyhow::Result<()> {
+        let now = SystemTime::now();
+        let Some(pause) = self.store.pause_for(&self.service.name, now)? else {
+            return Ok(());
+        };
+        let until = pause.until_ms.map(|until_ms| {
+            let left = crate::store::from_unix_ms(until_ms)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO);
+            Instant::now() + left
+        });
+        self.policy.step(Input::Pause { until }, Instant::now());
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.state = "paused".to_string();
+        view.paused = Some(PauseView {
+            until_ms: pause.until_ms,
+            by: pause.actor,
+            since_ms: pause.at_ms,
+        });
+        Ok(())
     }
 
     pub fn view(&self) -> Arc<Mutex<ServiceView>> {
@@ -192,8 +252,18 @@ impl ServiceRunner {
                         while let Ok(Request::Wake) = requests.try_recv() {}
                         tracing::debug!(service = %self.service.name, "unit changed, checking now");
                     }
-                    Some(Request::Restart(reply)) => {
-                        next_requested = self.manual_restart(reply).await;
+                    Some(Request::Restart { by, reply }) => {
+                        next_requested = self.manual_restart(reply, &by).await;
+                        continue;
+                    }
+                    Some(Request::Pause { length, by, reply }) => {
+                        next_requested = self.pause(length, &by).await;
+                        let _ = reply.send(self.current_view());
+                        continue;
+                    }
+                    Some(Request::Resume { by, reply }) => {
+                        next_requested = self.resume(&by).await;
+                        let _ = reply.send(self.current_view());
                         continue;
                     }
                 },
@@ -206,8 +276,43 @@ impl ServiceRunner {
         }
     }
 
+    fn current_view(&self) -> ServiceView {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens a maintenance window of `length` (none: until resumed), stored so that it
+    /// outlives a restart of selfheal.
+    async fn pause(&mut self, length: Option<Duration>, by: &str) -> Option<Instant> {
+        let now = SystemTime::now();
+        let pause = crate::store::PauseRow {
+            service: self.service.name.clone(),
+            until_ms: length.map(|length| unix_ms(now + length)),
+            actor: by.to_string(),
+            at_ms: unix_ms(now),
+        };
+        if let Err(error) = self.store.set_pause(&pause) {
+            tracing::error!(service = %self.service.name, %error, "cannot store the pause");
+        }
+        tracing::info!(service = %self.service.name, by, "healing paused");
+        let until = length.map(|length| Instant::now() + length);
+        let decision = self.policy.step(Input::Pause { until }, Instant::now());
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).paused = Some(PauseView {
+            until_ms: pause.until_ms,
+            by: pause.actor,
+            since_ms: pause.at_ms,
+        });
+        self.apply(decision).await
+    }
+
+    async fn resume(&mut self, by: &str) -> Option<Instant> {
+        tracing::info!(service = %self.service.name, by, "healing resumed");
+        let decision = self.policy.step(Input::Resume, Instant::now());
+        self.apply(decision).await
+    }
+
     /// Observes, decides and acts once. Returns the time of the next check the policy requests.
     pub async fn check(&mut self) -> Option<Instant> {
+        let started = Instant::now();
         self.rediscover_probes();
         let mut observation = observe(&self.managers, &self.target, &self.service).await;
         // A service that is down in heal mode is about to be restarted, or waits for a
@@ -229,8 +334,18 @@ impl ServiceRunner {
             probe = %observation.probe_summary(),
             "checked"
         );
+        let probe_seconds = slowest_probe(&observation);
+        self.metrics.observe_check(
+            &self.service.name,
+            started.elapsed().as_secs_f64(),
+            probe_seconds,
+        );
         self.last = Some(observation.clone());
-        self.view.lock().unwrap_or_else(|p| p.into_inner()).checks += 1;
+        {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.checks += 1;
+            view.probe_ms = probe_seconds.map(|seconds| (seconds * 1e4).round() / 10.0);
+        }
         let decision = self
             .policy
             .step(Input::Checked(observation), Instant::now());
@@ -285,11 +400,14 @@ impl ServiceRunner {
     pub async fn manual_restart(
         &mut self,
         reply: oneshot::Sender<RestartOutcome>,
+        by: &str,
     ) -> Option<Instant> {
-        tracing::info!(service = %self.service.name, "manual restart requested");
+        tracing::info!(service = %self.service.name, by, "manual restart requested");
         self.waiting_admin = Some(reply);
         let decision = self.policy.step(Input::RestartRequested, Instant::now());
+        self.requested_by = Some(by.to_string());
         let next = self.apply(decision).await;
+        self.requested_by = None;
         self.answer_admin().await;
         next
     }
@@ -306,12 +424,14 @@ impl ServiceRunner {
                     self.diagnosis.clear();
                     self.rediagnosis.last = None;
                 }
+                self.count(event);
                 self.incident = record(
                     &self.store,
                     &self.service.name,
                     &self.target.label(),
                     self.incident,
                     event,
+                    self.requested_by.as_deref(),
                 );
             }
             if decision
@@ -334,6 +454,10 @@ impl ServiceRunner {
                 return decision.next_check;
             }
             let manual = matches!(self.policy.phase(), Phase::Restarting { manual: true });
+            self.view
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_restart_ms = Some(unix_ms(SystemTime::now()));
             if let Err(error) =
                 self.store
                     .record_restart(&self.service.name, SystemTime::now(), manual)
@@ -350,6 +474,35 @@ impl ServiceRunner {
             decision = self
                 .policy
                 .step(Input::RestartFinished(result), Instant::now());
+        }
+    }
+
+    /// Counts restarts and their outcomes into the metrics, and ends a stored pause when the
+    /// policy resumes.
+    fn count(&self, event: &Event) {
+        let name = &self.service.name;
+        match event {
+            Event::RestartIssued { manual } => self.metrics.restart_issued(name, *manual),
+            Event::IncidentClosed {
+                verdict: Verdict::Healed,
+                ..
+            }
+            | Event::ManualRestartVerified => self.metrics.restart_outcome(name, "healed"),
+            Event::NeedsAttention {
+                verdict: Verdict::RestartFailed,
+                ..
+            } => self.metrics.restart_outcome(name, "failed"),
+            Event::NeedsAttention {
+                verdict: Verdict::CannotRestart,
+                ..
+            } => self.metrics.restart_outcome(name, "cannot_restart"),
+            Event::Resumed { .. } => {
+                if let Err(error) = self.store.clear_pause(name) {
+                    tracing::error!(service = %name, %error, "cannot remove the stored pause");
+                }
+                self.view.lock().unwrap_or_else(|p| p.into_inner()).paused = None;
+            }
+            _ => {}
         }
     }
 
@@ -387,11 +540,16 @@ impl ServiceRunner {
                 tracing::error!(service = %self.service.name, %error, "cannot store the diagnosis");
             }
         }
-        self.view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .diagnosis = findings.first().map(|finding| finding.summary.clone());
+        {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            view.diagnosis = findings.first().map(|finding| finding.summary.clone());
+            view.findings = findings.clone();
+        }
         self.diagnosis = findings;
+        // A diagnosis run again after a check changes the view outside `update_view`, so this
+        // notifies the dashboard's live feed itself.
+        self.changed
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Diagnoses a service that still needs attention again when [`Schedule::due`] returns true:
@@ -497,10 +655,32 @@ impl ServiceRunner {
     fn update_view(&mut self, decision: &Decision) {
         let now = unix_ms(SystemTime::now());
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        let state = self.policy.phase().label().to_string();
+        let paused = self.policy.paused().is_some()
+            && !matches!(
+                self.policy.phase(),
+                Phase::Restarting { .. } | Phase::Verifying { .. }
+            );
+        let state = if paused {
+            "paused".to_string()
+        } else {
+            self.policy.phase().label().to_string()
+        };
         if view.state != state {
+            let resumed_as_before = view.state == "paused"
+                && self
+                    .before_pause
+                    .as_ref()
+                    .is_some_and(|(before, _)| *before == state);
+            if state == "paused" {
+                self.before_pause = Some((view.state.clone(), view.since_ms));
+                view.since_ms = now;
+            } else if resumed_as_before {
+                view.since_ms = self.before_pause.take().map_or(now, |(_, since)| since);
+            } else {
+                self.before_pause = None;
+                view.since_ms = now;
+            }
             view.state = state;
-            view.since_ms = now;
         }
         view.checked_ms = Some(now);
         view.incident = self.incident;
@@ -521,6 +701,7 @@ impl ServiceRunner {
             .diagnosis
             .first()
             .map(|finding| finding.summary.clone());
+        view.findings = self.diagnosis.clone();
         if let Some(action) = decision
             .events
             .iter()
@@ -539,10 +720,21 @@ impl ServiceRunner {
             last_action: view.last_action.clone(),
             last_action_ms: view.last_action_ms,
         };
+        let needs_attention = matches!(self.policy.phase(), Phase::NeedsAttention { .. });
+        self.metrics.set_state(
+            &self.service.name,
+            view.state == "healthy",
+            needs_attention && !paused,
+            self.policy.paused().is_some(),
+        );
+        self.metrics
+            .set_incident_open(&self.service.name, self.incident.is_some());
         drop(view);
         if let Err(error) = self.store.save_service_state(&row) {
             tracing::error!(service = %self.service.name, %error, "cannot store service state");
         }
+        self.changed
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 }
 
@@ -561,6 +753,21 @@ fn describe_endpoints(probes: &[crate::probe::ProbeSpec]) -> String {
     } else {
         endpoints.join(", ")
     }
+}
+
+/// The slowest probe's latency in seconds when every probe passed; none when one failed or
+/// the service has none.
+fn slowest_probe(observation: &Observation) -> Option<f64> {
+    let mut slowest: Option<Duration> = None;
+    for report in &observation.probes {
+        match &report.outcome {
+            probe::Outcome::Healthy { latency, .. } => {
+                slowest = Some(slowest.map_or(*latency, |seen| seen.max(*latency)));
+            }
+            _ => return None,
+        }
+    }
+    slowest.map(|latency| latency.as_secs_f64())
 }
 
 #[cfg(test)]

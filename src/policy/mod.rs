@@ -315,8 +315,8 @@ pub struct ServicePolicy {
     quick_checks_until: Option<Instant>,
     /// Blockers the last check found: conditions a restart cannot fix.
     blockers: Vec<String>,
-    /// The service needs attention because of a blocker, and is restarted once it is gone.
-    blocked: bool,
+    /// The blocker the service needs attention for; it is restarted once the blocker is gone.
+    blocked: Option<String>,
     /// A maintenance window is open: `Some(None)` until resumed, `Some(Some(t))` until `t`.
     paused: Option<Option<Instant>>,
 }
@@ -335,7 +335,7 @@ impl ServicePolicy {
             last_n_restarts: None,
             quick_checks_until: None,
             blockers: Vec::new(),
-            blocked: false,
+            blocked: None,
             paused: None,
         }
     }
@@ -364,7 +364,7 @@ impl ServicePolicy {
                 saw_systemd_working: false,
             });
             if let Some(verdict) = verdict.filter(|v| v.needs_attention()) {
-                policy.blocked = verdict == Verdict::NotRestarted;
+                policy.blocked = (verdict == Verdict::NotRestarted).then(|| reason.clone());
                 policy.phase = Phase::NeedsAttention { verdict, reason };
             }
         }
@@ -385,7 +385,7 @@ impl ServicePolicy {
     pub fn wants_blockers(&self) -> bool {
         self.mode == Mode::Heal
             && self.paused.is_none()
-            && (self.blocked || !matches!(self.phase, Phase::NeedsAttention { .. }))
+            && (self.blocked.is_some() || !matches!(self.phase, Phase::NeedsAttention { .. }))
     }
 
     /// The open maintenance window: `Some(None)` until resumed, `Some(Some(t))` until `t`.
@@ -438,7 +438,7 @@ impl ServicePolicy {
         ) {
             self.phase = Phase::Healthy;
         }
-        self.blocked = false;
+        self.blocked = None;
         self.quick_checks_until = None;
         out.next_check = until;
     }
@@ -600,7 +600,8 @@ impl ServicePolicy {
                 }
                 Health::Dead => {
                     self.quick_checks_until = None;
-                    if self.blocked && self.blockers.is_empty() && self.mode == Mode::Heal {
+                    if self.blocked.is_some() && self.blockers.is_empty() && self.mode == Mode::Heal
+                    {
                         self.unblock(observation.problem(), now, out);
                     }
                 }
@@ -671,7 +672,7 @@ impl ServicePolicy {
             out.events.push(Event::RestartSkipped {
                 reason: format!("a restart cannot fix this: {blocker}"),
             });
-            self.blocked = true;
+            self.blocked = Some(blocker.clone());
             self.needs_attention(Verdict::NotRestarted, blocker, now, out);
             return;
         }
@@ -701,11 +702,8 @@ impl ServicePolicy {
     /// Restarts a service that waited for a blocker to go away. The incident stays open, and
     /// a failure of this restart is alerted again: it is news to the admin.
     fn unblock(&mut self, problem: String, now: Instant, out: &mut Decision) {
-        let blocker = match &self.phase {
-            Phase::NeedsAttention { reason, .. } => reason.clone(),
-            _ => String::new(),
-        };
-        self.blocked = false;
+        // A manual restart may have failed meanwhile: the event names the blocker, not that.
+        let blocker = self.blocked.take().unwrap_or_default();
         if let Some(incident) = &mut self.incident {
             incident.alerted = false;
         }
@@ -816,7 +814,7 @@ impl ServicePolicy {
     }
 
     fn close_incident(&mut self, verdict: Verdict, now: Instant, out: &mut Decision) {
-        self.blocked = false;
+        self.blocked = None;
         if let Some(incident) = self.incident.take() {
             let verdict = match verdict {
                 Verdict::Recovered if incident.saw_systemd_working => Verdict::RestartedBySystemd,

@@ -918,3 +918,35 @@ async fn resume_without_pause_changes_nothing() {
         Decision::default()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn cleared_blocker_is_named_after_a_failed_manual_restart() {
+    let mut policy = heal();
+    let config = "config error: /etc/postfix/main.cf line 50: missing '='";
+    after(&mut policy, 0, failed_blocked(config)).await;
+    // The admin tries a restart before fixing the file; it fails.
+    after(&mut policy, 10, Input::RestartRequested).await;
+    after(&mut policy, 1, restart_ok()).await;
+    let failed_again = after(&mut policy, 15, failed_blocked(config)).await;
+    assert!(
+        matches!(
+            policy.phase(),
+            Phase::NeedsAttention {
+                verdict: Verdict::RestartFailed,
+                ..
+            }
+        ),
+        "{failed_again:?}"
+    );
+
+    // The file is fixed: the restart names the config error, not the failed restart.
+    let fixed = after(&mut policy, 30, failed()).await;
+    assert_eq!(restarts(&fixed), 1);
+    assert!(
+        fixed.events.iter().any(|event| matches!(
+            event,
+            Event::BlockerCleared { blocker } if blocker == config
+        )),
+        "{fixed:?}"
+    );
+}

@@ -18,7 +18,7 @@ mod milter;
 mod mysql;
 mod spamd;
 mod syslog;
-mod tls;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ use super::{Outcome, TlsOptions};
 /// rustls with ring, the backend lettre already builds. rustls 0.23.48 deprecates it because
 /// ring has no post-quantum key exchange, which a liveness probe on this host does not need.
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -29,6 +29,27 @@ pub struct AuditRow {
 }
 
 impl Store {
+    /// Records `now` as the time selfheal first ran here, unless one is recorded.
+    pub fn note_start(&self, now: SystemTime) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start_ms', ?1)",
+            params![unix_ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The time selfheal first ran here (Unix ms), if it ever did.
+    pub fn first_start_ms(&self) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'first_start_ms'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn set_pause(&self, pause: &PauseRow) -> anyhow::Result<()> {
         self.conn().execute(
             "INSERT INTO pauses (service, until_ms, actor, at_ms) VALUES (?1, ?2, ?3, ?4)
@@ -150,6 +171,15 @@ mod tests {
         assert!(store.pause_for("dovecot", later).unwrap().is_some());
         store.clear_pause("dovecot").unwrap();
         assert!(store.pause_for("dovecot", later).unwrap().is_none());
+    }
+
+    #[test]
+    fn first_start_is_kept() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.first_start_ms().unwrap(), None);
+        store.note_start(super::super::from_unix_ms(1_000)).unwrap();
+        store.note_start(super::super::from_unix_ms(2_000)).unwrap();
+        assert_eq!(store.first_start_ms().unwrap(), Some(1_000));
     }
 
     #[test]

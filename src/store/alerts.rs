@@ -418,6 +418,25 @@ impl Store {
         Ok(())
     }
 
+    /// Number of messages by status: (sent, pending, expired or failed).
+    pub fn alert_counts(&self) -> anyhow::Result<(i64, i64, i64)> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM alerts GROUP BY status")?;
+        let mut counts = (0, 0, 0);
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (status, count) = row?;
+            match status.as_str() {
+                "sent" => counts.0 += count,
+                "pending" => counts.1 += count,
+                _ => counts.2 += count,
+            }
+        }
+        Ok(counts)
+    }
+
     /// Messages newest first, with their delivery progress.
     pub fn alerts(&self, limit: usize) -> anyhow::Result<Vec<AlertRow>> {
         self.alert_rows("", limit)

@@ -151,6 +151,20 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit(at_ms);
 "#,
+    // Facts about the database itself, such as when selfheal first ran, so that the history
+    // does not show the time before it as "up". An older database starts at its oldest record.
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (key, value)
+    SELECT 'first_start_ms', MIN(ms) FROM (
+        SELECT MIN(opened_ms) AS ms FROM incidents
+        UNION ALL SELECT MIN(since_ms) FROM service_state
+    ) WHERE ms IS NOT NULL
+    HAVING MIN(ms) IS NOT NULL;
+"#,
 ];
 
 pub fn unix_ms(time: SystemTime) -> i64 {
@@ -425,6 +439,36 @@ impl Store {
             "{INCIDENT_COLUMNS} {filter} ORDER BY id DESC LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![limit as i64], incident_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Incidents of one service (or all), newest first; only open ones when `open_only`.
+    pub fn incidents_of(
+        &self,
+        service: Option<&str>,
+        open_only: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let open = if open_only {
+            "AND closed_ms IS NULL"
+        } else {
+            ""
+        };
+        let mut stmt = conn.prepare(&format!(
+            "{INCIDENT_COLUMNS} WHERE (?1 IS NULL OR service = ?1) {open} ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![service, limit as i64], incident_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Incidents open at any time since `since`: still open, or closed after it. Oldest first.
+    pub fn incidents_since(&self, since: SystemTime) -> anyhow::Result<Vec<IncidentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{INCIDENT_COLUMNS} WHERE closed_ms IS NULL OR closed_ms >= ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![unix_ms(since)], incident_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 

@@ -36,12 +36,22 @@ pub(super) fn discover(root: &Root) -> Discovery {
     found
 }
 
+/// Finds where MariaDB's option files set the server option `name` (spelt with `_` or `-`,
+/// in any case): the first file and line that set it in a server group, in the order the
+/// server reads them. Used to point at the line of an option the server rejects.
+pub fn find_server_option(name: &str, root: &Path) -> Option<(PathBuf, usize)> {
+    let root = Root::new(root);
+    let mut reader = OptionReader::new(&root, name);
+    for file in OPTION_FILES {
+        // A missing option file is normal: Debian has only /etc/mysql/my.cnf.
+        let _ = reader.read_file(Path::new(file), 0);
+    }
+    let first = reader.settings.into_iter().next()?;
+    Some((first.file, first.line))
+}
+
 fn discover_socket(root: &Root) -> Discovery {
-    let mut reader = OptionReader {
-        root,
-        socket: None,
-        warnings: Vec::new(),
-    };
+    let mut reader = OptionReader::new(root, "socket");
     let mut read_any = false;
     let mut last_error = None;
     for file in OPTION_FILES {
@@ -51,8 +61,10 @@ fn discover_socket(root: &Root) -> Discovery {
         }
     }
     let OptionReader {
-        socket, warnings, ..
+        settings, warnings, ..
     } = reader;
+    // The last setting wins, as in the server.
+    let socket = settings.into_iter().last();
 
     if !read_any {
         let note = match last_error {
@@ -96,21 +108,33 @@ fn discover_socket(root: &Root) -> Discovery {
     }
 }
 
-/// A `socket` setting with its place.
+/// A setting of the option looked for, with its place.
 struct Setting {
     file: PathBuf,
     line: usize,
     value: String,
 }
 
-/// Walks option files and their includes, keeping the last server `socket` setting.
+/// Walks option files and their includes, collecting the server groups' settings of one
+/// option in the order the server reads them.
 struct OptionReader<'r> {
     root: &'r Root,
-    socket: Option<Setting>,
+    /// The option looked for, lower case with `-` between words.
+    option: String,
+    settings: Vec<Setting>,
     warnings: Vec<ConfigError>,
 }
 
-impl OptionReader<'_> {
+impl<'r> OptionReader<'r> {
+    fn new(root: &'r Root, option: &str) -> OptionReader<'r> {
+        OptionReader {
+            root,
+            option: normal_option_name(option),
+            settings: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn read_file(&mut self, file: &Path, depth: usize) -> Result<(), ReadError> {
         let text = self.root.read(file)?;
         let mut group = String::new();
@@ -148,10 +172,10 @@ impl OptionReader<'_> {
                 Some((name, value)) => (name.trim(), value.trim()),
                 None => (line, ""),
             };
-            let name = name.to_ascii_lowercase().replace('_', "-");
+            let name = normal_option_name(name);
             let name = name.strip_prefix("loose-").unwrap_or(&name);
-            if name == "socket" {
-                self.socket = Some(Setting {
+            if name == self.option {
+                self.settings.push(Setting {
                     file: file.to_path_buf(),
                     line: number,
                     value: option_value(value).to_string(),
@@ -208,6 +232,11 @@ impl OptionReader<'_> {
             }
         }
     }
+}
+
+/// Spells an option name the way the server compares them: lower case, `-` between words.
+fn normal_option_name(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace('_', "-")
 }
 
 /// Returns the value of an option without quotes, or without a trailing `#` comment when it
@@ -428,6 +457,23 @@ mod tests {
             found.probes[0].source,
             "preset (invalid socket in the MariaDB option files)"
         );
+    }
+
+    #[test]
+    fn finds_rejected_option() {
+        let dir = debian_tree();
+        write(
+            dir.path(),
+            "/etc/mysql/mariadb.conf.d/99-x.cnf",
+            "[client]\ninnodb_buffer_pool_sise = 1M\n[mysqld]\n# tuning\n\
+             innodb_buffer_pool_sise = 256M\n[mariadbd]\nInnodb-Buffer-Pool-Sise=512M\n",
+        );
+        let found = find_server_option("innodb_buffer_pool_sise", dir.path());
+        assert_eq!(
+            found,
+            Some((PathBuf::from("/etc/mysql/mariadb.conf.d/99-x.cnf"), 5))
+        );
+        assert_eq!(find_server_option("no_such_option", dir.path()), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use super::{preset, Config, ConfigError, ServiceConfig, CONFIG_SOURCE, PRESET_SOURCE};
 use crate::probe::{Endpoint, ProbeSpec};
 
+pub use mariadb::find_server_option;
 pub(in crate::config) use milter::parse_milter_address;
 use root::Root;
 
@@ -71,9 +72,24 @@ pub fn apply(config: &mut Config, root: &Path) {
             continue;
         }
         if let Some(found) = discover(&service.name, root) {
+            let mut warnings = found.warnings;
+            // Say what the warning leaves selfheal doing: a warning about another program's
+            // file must not read like a reason to stop.
+            if !found.probes.is_empty() {
+                let probes: Vec<String> = found
+                    .probes
+                    .iter()
+                    .map(|probe| format!("{probe} ({})", describe_source(probe)))
+                    .collect();
+                for warning in &mut warnings {
+                    warning
+                        .message
+                        .push_str(&format!("; selfheal probes {}", probes.join(", ")));
+                }
+            }
             service.probes = found.probes;
             service.discovered_under = Some(root.to_path_buf());
-            config.warnings.extend(found.warnings);
+            config.warnings.extend(warnings);
         }
     }
 }
@@ -135,8 +151,10 @@ fn relocated(preset_name: &str, endpoint: Endpoint, source: String) -> Vec<Probe
         .collect()
 }
 
-/// Builds a warning about a service's config file. It is reported under the service's `probe`
-/// key, which is where the admin overrides what discovery found.
+/// Builds a warning about a service's own config file, met while looking for its probe
+/// endpoints. It names that file and line and no selfheal key, because the selfheal config is
+/// not at fault. The example shows the service's `probe` key, where the admin sets the
+/// endpoint when discovery cannot find it.
 fn warning(
     preset_name: &str,
     file: &Path,
@@ -147,9 +165,11 @@ fn warning(
     ConfigError {
         file: PathBuf::from(file),
         line,
-        key: format!("services.{preset_name}.probe"),
-        message,
-        example: (!example.is_empty()).then(|| example.to_string()),
+        key: String::new(),
+        message: format!(
+            "while reading {preset_name}'s own config to find what to probe: {message}"
+        ),
+        example: (!example.is_empty()).then(|| format!("[services.{preset_name}] {example}")),
     }
 }
 
@@ -365,6 +385,25 @@ mod tests {
         assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
         assert_eq!(config.warnings[0].file, Path::new("/etc/opendkim.conf"));
         assert_eq!(config.warnings[0].line, 1);
-        assert_eq!(config.warnings[0].key, "services.opendkim.probe");
+        assert_eq!(config.warnings[0].key, "");
+        let text = config.warnings[0].to_string();
+        assert!(
+            text.starts_with(
+                "/etc/opendkim.conf:1: while reading opendkim's own config to find what to \
+                 probe: cannot use Socket \"tcp:8891\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "probing the preset default; selfheal probes milter /run/opendkim/opendkim.sock \
+                 (preset default: invalid Socket in /etc/opendkim.conf)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(example: [services.opendkim] probe = { milter = \"local:/run/opendkim/opendkim.sock\" })"),
+            "{text}"
+        );
     }
 }

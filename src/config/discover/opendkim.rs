@@ -192,7 +192,7 @@ mod tests {
         assert!(
             found.warnings[0]
                 .message
-                .starts_with("cannot use Socket \"inet:dkim@localhost\""),
+                .contains(": cannot use Socket \"inet:dkim@localhost\""),
             "{}",
             found.warnings[0].message
         );

@@ -746,7 +746,7 @@ mod tests {
         );
         assert!(found.probes.is_empty());
         assert_eq!(found.warnings.len(), 1);
-        assert_eq!(found.warnings[0].key, "services.postfix.probe");
+        assert_eq!(found.warnings[0].key, "");
         assert!(
             found.warnings[0].message.contains("unit state only"),
             "{}",

@@ -560,7 +560,7 @@ mod tests {
         assert!(found
             .warnings
             .iter()
-            .all(|w| w.key == "services.unbound.probe"));
+            .all(|w| w.key.is_empty() && w.message.starts_with("while reading unbound's")));
     }
 
     #[test]

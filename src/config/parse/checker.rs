@@ -591,7 +591,7 @@ pub(super) fn join_key(prefix: &str, name: &str) -> String {
 
 /// Finds the known key that an unknown key most likely means: a common alias, or the nearest key by
 /// edit distance when the distance is small for the key's length.
-pub(super) fn closest_key<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(in crate::config) fn closest_key<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
     if let Some((_, meant)) = ALIASES.iter().find(|(alias, _)| *alias == unknown) {
         if let Some(key) = known.iter().find(|key| *key == meant) {
             return Some(key);

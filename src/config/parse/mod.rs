@@ -16,6 +16,7 @@ use toml_edit::{ImDocument, Table};
 
 use crate::config::{ServiceConfig, SMTP_PORTS};
 
+pub(super) use self::checker::closest_key;
 use self::checker::{Checker, Keys};
 use self::services::TIMING_KEYS;
 use super::presets;
@@ -98,9 +99,9 @@ impl Checker<'_> {
                 ..AlertConfig::default()
             },
         };
-        let services = match &services_field {
+        let (services, disabled) = match &services_field {
             Some(field) => self.services(field, mode, timing),
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         if services.is_empty() {
             self.warn(
@@ -132,6 +133,7 @@ impl Checker<'_> {
             dashboard,
             alerts,
             services,
+            disabled,
             warnings: Vec::new(),
         }
     }

@@ -1,6 +1,8 @@
 //! `[services.NAME]` tables: presets, systemd units or start and stop commands, the `probe` and
 //! `probes` keys, and the timing keys, which the top level also sets as defaults.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use toml_edit::{TableLike, Value};
@@ -8,6 +10,7 @@ use toml_edit::{TableLike, Value};
 use super::checker::{example_of, join_key, Checker, Field, Keys};
 use crate::config::presets::{self, Preset};
 use crate::config::{Mode, ServiceConfig, Timing, DEFAULT_PROBE_TIMEOUT, DEFAULT_RESTART_TIMEOUT};
+use crate::diagnose::config_test::{find_program, PROGRAM_DIRS};
 use crate::manager::CommandSpec;
 use crate::probe::ProbeSpec;
 
@@ -125,23 +128,27 @@ impl Checker<'_> {
         true
     }
 
+    /// Reads the `[services]` table. Returns the enabled services and the names of the ones
+    /// turned off with `enabled = false`.
     pub(super) fn services(
         &mut self,
         field: &Field<'_>,
         mode: Mode,
         defaults: Timing,
-    ) -> Vec<ServiceConfig> {
+    ) -> (Vec<ServiceConfig>, Vec<String>) {
         let Some(table) = self.table(field, "a table of services such as [services.postfix]")
         else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
 
         let mut enabled: Vec<(ServiceConfig, usize)> = Vec::new();
+        let mut disabled = Vec::new();
         for entry in self.fields(table, &field.path, field.line, &[]) {
             let Some((service, is_enabled)) = self.service(&entry, mode, defaults) else {
                 continue;
             };
             if !is_enabled {
+                disabled.push(service.name);
                 continue;
             }
             if let Some((other, _)) = enabled
@@ -162,7 +169,8 @@ impl Checker<'_> {
             }
             enabled.push((service, entry.key_line));
         }
-        enabled.into_iter().map(|(service, _)| service).collect()
+        let services = enabled.into_iter().map(|(service, _)| service).collect();
+        (services, disabled)
     }
 
     /// Reads one `[services.NAME]` table; returns the service and whether it is enabled.
@@ -291,7 +299,7 @@ impl Checker<'_> {
                 "restart" => keys.restart = self.command(&entry),
                 "pidfile" => keys.pidfile = self.absolute_path(&entry),
                 "process" => keys.process = self.process_name(&entry),
-                "config_test" => keys.config_test = self.command(&entry),
+                "config_test" => keys.config_test = self.config_test(&entry),
                 _ => {
                     if !self.timing_key(&entry, &mut keys.timing) {
                         self.unknown_key(&entry, &[SERVICE_KEYS, TIMING_KEYS]);
@@ -439,6 +447,53 @@ impl Checker<'_> {
             return None;
         }
         Some(name.to_string())
+    }
+
+    /// Reads `config_test` and checks that its program exists where the diagnosis looks for
+    /// it: an absolute path, or a bare name in the system's program directories. A test that
+    /// cannot run would leave the config untested while everything looked fine.
+    fn config_test(&mut self, field: &Field<'_>) -> Option<Vec<String>> {
+        let argv = self.command(field)?;
+        let program = argv.first()?;
+        let Some(path) = find_program(program) else {
+            let message = if program.starts_with('/') {
+                format!("config test program {program} not found; install it or fix the path")
+            } else {
+                format!(
+                    "config test program \"{program}\" not found in {}; give its absolute \
+                     path or install it",
+                    PROGRAM_DIRS.join(", ")
+                )
+            };
+            self.invalid(field, message);
+            return None;
+        };
+        match fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() && metadata.permissions().mode() & 0o111 != 0 => {
+                Some(argv)
+            }
+            Ok(_) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "config test program {} is not an executable file; check the path and \
+                         its mode",
+                        path.display()
+                    ),
+                );
+                None
+            }
+            Err(err) => {
+                self.invalid(
+                    field,
+                    format!(
+                        "config test program {} cannot be read: {err}; check the path",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// Reads the `probe` key: one probe table, or `false` for none.

@@ -2507,16 +2507,61 @@ fn alerts_only_through_local_postfix_warn() {
 
 #[test]
 fn custom_config_test() {
-    let config = ok("[services.ai-filter]\nunit = \"ai-filter.service\"\n\
-                     config_test = [\"/usr/sbin/ai-filter\", \"--check-config\"]\n");
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_file(dir.path(), "ai-filter", "#!/bin/sh\nexit 0\n", 0o755);
+    let program = program.display().to_string();
+    let config = ok(&format!(
+        "[services.ai-filter]\nunit = \"ai-filter.service\"\n\
+         config_test = [\"{program}\", \"--check-config\"]\n"
+    ));
     assert_eq!(
         config.services[0].config_test,
-        Some(vec![
-            "/usr/sbin/ai-filter".to_string(),
-            "--check-config".to_string()
-        ])
+        Some(vec![program.clone(), "--check-config".to_string()])
     );
     let error = single("[services.ai-filter]\nunit = \"ai-filter.service\"\nconfig_test = 5\n");
     assert_eq!(error.line, 3);
     assert_eq!(error.key, "services.ai-filter.config_test");
+}
+
+#[test]
+fn config_test_program_must_exist() {
+    let error = single(
+        "[services.ai3]\nunit = \"ai3.service\"\nconfig_test = \"/usr/local/bin/nope --check\"\n",
+    );
+    assert_eq!(error.line, 3);
+    assert_eq!(error.key, "services.ai3.config_test");
+    assert_eq!(
+        error.message,
+        "config test program /usr/local/bin/nope not found; install it or fix the path"
+    );
+    assert!(error.example.is_some());
+
+    let error =
+        single("[services.ai3]\nunit = \"ai3.service\"\nconfig_test = \"no-such-checker -t\"\n");
+    assert!(
+        error
+            .message
+            .starts_with("config test program \"no-such-checker\" not found in /usr/sbin, "),
+        "{error}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_file(dir.path(), "not-executable", "", 0o644);
+    let error = single(&format!(
+        "[services.ai3]\nunit = \"ai3.service\"\nconfig_test = \"{} --check\"\n",
+        plain.display()
+    ));
+    assert!(
+        error
+            .message
+            .ends_with("is not an executable file; check the path and its mode"),
+        "{error}"
+    );
+}
+
+#[test]
+fn disabled_services_are_listed() {
+    let config = ok("[services.postfix]\nenabled = false\n[services.dovecot]\n");
+    assert_eq!(config.service_names(), ["dovecot"]);
+    assert_eq!(config.disabled, ["postfix"]);
 }
