@@ -63,6 +63,7 @@ fn unit(up: bool) -> UnitStatus {
         n_restarts: Some(0),
         exec_main_status: None,
         inactive_exit_usec: 0,
+        invocation_id: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `selfheal diagnose` against real services from Debian's packages under a contained systemd,
 //! each failure injected for real: broken config files, a full spool filesystem, a port held by
 //! another program or by a copy of Postfix started by hand, a damaged MariaDB table, a removed
-//! socket directory, and spamass-milter without spamd.
+//! socket directory, and spamass-milter without spamd. Also that a cause fixed since is no
+//! longer reported, that the daemon's cause follows later changes, and that it follows a
+//! socket moved in the service's own config.
 //!
 //! These tests need root, overlayfs and cgroup2 (see rig/). Without them they fail, never skip.
 
@@ -288,6 +290,181 @@ fn opendkim_socket_directory_removed() {
     assert!(
         next_step.contains("install -d -o postfix -g postfix"),
         "{socket:#}"
+    );
+
+    // Back to the unit's own user, so that the start below can create the socket.
+    rig.sh("rm -r /etc/systemd/system/opendkim.service.d && systemctl daemon-reload");
+    // The directory is back. The failed start's journal still reports it missing, but that is
+    // no cause any more, and after a good start nothing is.
+    rig.sh("install -d -o opendkim -g opendkim -m 750 /var/spool/postfix/opendkim");
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(
+        findings
+            .iter()
+            .all(|finding| finding["cause"] != "socket_path"),
+        "{findings:#?}"
+    );
+    rig.exec_ok(&["systemctl", "reset-failed", "opendkim.service"]);
+    rig.start_units(&["opendkim.service"]);
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn fixed_main_cf_is_no_cause() {
+    let (rig, config) = rig("diag-fixed-postfix", &["postfix@-.service"], &["postfix"]);
+    rig.sh("echo 'this line is not a parameter' >> /etc/postfix/main.cf");
+    restart_fails(&rig, "postfix@-.service");
+    finding(&diagnose(&rig, &config, "postfix"), "config_error");
+
+    // Fixed but not started yet: the failed start's journal still names the broken line, and
+    // the config test that passes now outweighs it.
+    rig.sh("sed -i '$d' /etc/postfix/main.cf");
+    let findings = diagnose(&rig, &config, "postfix");
+    assert!(
+        findings
+            .iter()
+            .all(|finding| finding["cause"] != "config_error"),
+        "{findings:#?}"
+    );
+
+    rig.exec_ok(&["systemctl", "reset-failed", "postfix@-.service"]);
+    rig.start_units(&["postfix@-.service"]);
+    let output = rig.exec(&[SELFHEAL, "-c", &config, "diagnose", "postfix"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("postfix: no cause found"), "{stdout}");
+}
+
+#[test]
+fn healthy_after_missing_program_has_no_cause() {
+    let (rig, config) = rig("diag-latest-start", &["opendkim.service"], &["opendkim"]);
+    drop_in(
+        &rig,
+        "opendkim.service",
+        "ExecStart=\\nExecStart=/usr/sbin/opendkim-not-installed",
+    );
+    restart_fails(&rig, "opendkim.service");
+    finding(&diagnose(&rig, &config, "opendkim"), "missing_program");
+
+    // The unit starts its real program again. systemd's "Failed at step EXEC" lines stay in
+    // the journal, but they belong to the start before, which the diagnosis no longer reads.
+    rig.sh(
+        "rm -r /etc/systemd/system/opendkim.service.d && systemctl daemon-reload && \
+         systemctl reset-failed opendkim.service",
+    );
+    rig.start_units(&["opendkim.service"]);
+    assert!(rig
+        .journal("opendkim.service")
+        .contains("Failed at step EXEC spawning /usr/sbin/opendkim-not-installed"));
+    let findings = diagnose(&rig, &config, "opendkim");
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+/// Returns the `selfheal status --json` entry of `service`.
+fn status_of(rig: &Rig, config: &str, service: &str) -> Value {
+    let output = rig.exec(&[SELFHEAL, "-c", config, "status", "--json"]);
+    let views: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    views
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|view| view["service"] == service)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn cause_of(rig: &Rig, config: &str, service: &str) -> String {
+    status_of(rig, config, service)["diagnosis"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn status_cause_follows_changes_in_watch_mode() {
+    let (rig, config) = rig(
+        "diag-refresh",
+        &["dovecot.service", "unbound.service"],
+        &["dovecot", "unbound"],
+    );
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    rig.wait_until(
+        "selfheal sees both healthy",
+        Duration::from_secs(30),
+        || {
+            status_of(&rig, &config, "dovecot")["state"] == "healthy"
+                && status_of(&rig, &config, "unbound")["state"] == "healthy"
+        },
+    );
+
+    rig.exec(&["systemctl", "stop", "dovecot.service"]);
+    rig.sh("echo 'server: bogus-option: 1' >> /etc/unbound/unbound.conf");
+    restart_fails(&rig, "unbound.service");
+    rig.wait_until("both down", Duration::from_secs(30), || {
+        status_of(&rig, &config, "dovecot")["state"] == "down"
+            && cause_of(&rig, &config, "unbound").starts_with("config error: ")
+    });
+    assert_eq!(cause_of(&rig, &config, "dovecot"), "");
+
+    // Watch mode restarts nothing, and the next step tells the admin to restart.
+    let output = rig.exec(&[SELFHEAL, "-c", &config, "incidents", "--open", "--json"]);
+    let incidents: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let unbound = incidents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|incident| incident["incident"]["service"] == "unbound")
+        .unwrap_or_else(|| panic!("no open unbound incident: {incidents:#}"));
+    let next_step = unbound["incident"]["diagnosis"][0]["next_step"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        next_step.ends_with(", then run `selfheal restart unbound`"),
+        "{next_step}"
+    );
+    assert!(!next_step.contains("selfheal restarts"), "{next_step}");
+
+    // Another program takes Dovecot's port before a start by hand, and the admin fixes
+    // unbound.conf without starting Unbound. Both causes follow within a minute or two.
+    squat(&rig, 143);
+    rig.exec(&["systemctl", "start", "dovecot.service"]);
+    rig.sh("sed -i '$d' /etc/unbound/unbound.conf");
+    let waited = rig.wait_until("the causes to follow", Duration::from_secs(150), || {
+        cause_of(&rig, &config, "dovecot").starts_with("port conflict: port 143 is held by python3")
+            && !cause_of(&rig, &config, "unbound").starts_with("config error: ")
+    });
+    println!("causes followed after {:.1} s", waited.as_secs_f64());
+    assert_eq!(status_of(&rig, &config, "dovecot")["state"], "down");
+    assert_eq!(status_of(&rig, &config, "unbound")["state"], "down");
+}
+
+#[test]
+fn moved_opendkim_socket_is_followed() {
+    let (rig, config) = heal_rig_for("diag-moved-socket", "opendkim.service", "opendkim");
+    rig.sh(
+        "sed -i 's|^Socket.*|Socket local:/run/opendkim/moved.sock|' /etc/opendkim.conf && \
+         systemctl restart opendkim.service",
+    );
+
+    let restart = rig.exec(&[SELFHEAL, "-c", &config, "restart", "opendkim"]);
+    let stdout = String::from_utf8_lossy(&restart.stdout);
+    assert!(restart.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("opendkim restarted and verified healthy"),
+        "{stdout}"
+    );
+    let log = rig.journal("selfheal-test.service");
+    let moved: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("config moved its endpoints"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{log}");
+    assert!(
+        moved[0]
+            .contains("from milter /run/opendkim/opendkim.sock to milter /run/opendkim/moved.sock"),
+        "{}",
+        moved[0]
     );
 }
 

@@ -912,6 +912,21 @@ mod tests {
     }
 
     #[test]
+    fn plain_not_restarted_promises_restart() {
+        let mut alert = alert();
+        alert.verdict = "not restarted".into();
+        alert.actions.clear();
+
+        let plain = Body::new(&config(), &alert).plain();
+
+        assert!(
+            plain.contains("Once the cause is gone, selfheal restarts postfix by itself"),
+            "{plain}"
+        );
+        assert!(!plain.contains("will not restart"), "{plain}");
+    }
+
+    #[test]
     fn plain_watch_mode() {
         let mut alert = alert();
         alert.mode = "watch".into();

@@ -132,6 +132,12 @@ pub struct ServiceConfig {
     pub recovery: Recovery,
     /// Command that checks the service's config (`config_test`); `None` uses the preset's.
     pub config_test: Option<Vec<String>>,
+    /// Root directory the probes were discovered under (`/` on a live host): the probes come
+    /// from the service's own config files, which the engine reads again at each check to
+    /// follow a moved socket or port. `None` when the config file sets the probes, or the
+    /// preset has no discovery.
+    #[serde(skip)]
+    pub discovered_under: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -162,6 +168,7 @@ impl ServiceConfig {
             restart_timeout: timing.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
             recovery: timing.recovery(),
             config_test: None,
+            discovered_under: None,
         }
     }
 }

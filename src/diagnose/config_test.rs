@@ -5,20 +5,41 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::knowledge::{self, config_test_hint, config_tests};
-use super::{Cause, Finding};
-use crate::config::{Mode, ServiceConfig};
+use super::knowledge::{config_test_hint, config_tests, quick_config_test};
+use super::{Cause, Finding, RestartAfterFix};
+use crate::config::ServiceConfig;
 use crate::probe::command::{describe_status, run_program};
 
 /// Time allowed for one config test. `spamassassin --lint` compiles every rule set, which
 /// takes several seconds on a small machine.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the service's config tests in order and reports the first that fails. A test that
-/// could not run (its program is missing, or it timed out) is reported when no other test
-/// failed, because an untested config must never read as a passing one. `None` when every
-/// test passed or the service has none.
-pub async fn run(service: &ServiceConfig) -> Option<Finding> {
+/// Result of a service's config tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every test ran and passed.
+    Passed,
+    /// A test failed, and the finding carries what it printed.
+    Failed(Finding),
+    /// No test failed, but one could not run because its program is missing or it did not
+    /// finish. The finding reports that, because an untested config must never read as a
+    /// passing one.
+    NotRun(Finding),
+    /// The service has no config test.
+    NoTest,
+}
+
+/// Returns whether the service's config test runs before every automatic restart: a custom
+/// `config_test`, or a preset test that takes well under a second. Only then does selfheal
+/// restart the service by itself once the test passes.
+pub fn runs_before_restart(service: &ServiceConfig) -> bool {
+    service.config_test.is_some() || quick_config_test(service.preset.as_deref().unwrap_or(""))
+}
+
+/// Runs the service's config tests in order and stops at the first that fails. A test that
+/// could not run is reported when no other test failed. `after_fix` words the next step of a
+/// failure.
+pub async fn run(service: &ServiceConfig, after_fix: RestartAfterFix) -> Outcome {
     let custom = service.config_test.as_deref();
     let preset = service.preset.as_deref().unwrap_or("");
     let commands: Vec<Vec<String>> = match custom {
@@ -28,21 +49,30 @@ pub async fn run(service: &ServiceConfig) -> Option<Finding> {
             .map(|argv| argv.iter().map(|arg| arg.to_string()).collect())
             .collect(),
     };
-    // Only a test that runs before each restart lets selfheal see the fix and restart the
-    // service by itself, and only in heal mode.
-    let restarts_when_fixed =
-        service.mode == Mode::Heal && (custom.is_some() || knowledge::quick_config_test(preset));
+    if commands.is_empty() {
+        return Outcome::NoTest;
+    }
+    // A slow test does not run before restarts, so nothing restarts the service when it
+    // passes again.
+    let after_fix = if runs_before_restart(service) {
+        after_fix
+    } else {
+        RestartAfterFix::Manual
+    };
     let mut not_run = None;
     for argv in commands {
-        match run_one(&argv, restarts_when_fixed).await {
+        match run_one(&argv, after_fix).await {
             Tested::Passed => {}
-            Tested::Failed(finding) => return Some(finding),
+            Tested::Failed(finding) => return Outcome::Failed(finding),
             Tested::NotRun(reason) => {
                 not_run.get_or_insert_with(|| not_run_finding(service, &argv, &reason));
             }
         }
     }
-    not_run
+    match not_run {
+        Some(finding) => Outcome::NotRun(finding),
+        None => Outcome::Passed,
+    }
 }
 
 /// Result of one config test command.
@@ -53,7 +83,7 @@ enum Tested {
     NotRun(String),
 }
 
-async fn run_one(argv: &[String], restarts_when_fixed: bool) -> Tested {
+async fn run_one(argv: &[String], after_fix: RestartAfterFix) -> Tested {
     let Some((program, args)) = argv.split_first() else {
         return Tested::Passed;
     };
@@ -80,7 +110,7 @@ async fn run_one(argv: &[String], restarts_when_fixed: bool) -> Tested {
         argv,
         &describe_status(finished.status),
         &output,
-        restarts_when_fixed,
+        after_fix,
     ))
 }
 
@@ -111,10 +141,10 @@ fn not_run_finding(service: &ServiceConfig, argv: &[String], reason: &str) -> Fi
 }
 
 /// Builds the finding of a failed config test from what it printed. MariaDB's options are
-/// looked up in the option files under `/`. `restarts_when_fixed` is whether selfheal
-/// restarts the service by itself once the test passes, which the next step then says.
-pub fn finding(argv: &[String], status: &str, output: &str, restarts_when_fixed: bool) -> Finding {
-    finding_in(Path::new("/"), argv, status, output, restarts_when_fixed)
+/// looked up in the option files under `/`. `after_fix` decides whether the next step may
+/// promise that selfheal restarts the service once the test passes.
+pub fn finding(argv: &[String], status: &str, output: &str, after_fix: RestartAfterFix) -> Finding {
+    finding_in(Path::new("/"), argv, status, output, after_fix)
 }
 
 /// [`finding`] with MariaDB's option files read below `root`.
@@ -123,7 +153,7 @@ fn finding_in(
     argv: &[String],
     status: &str,
     output: &str,
-    restarts_when_fixed: bool,
+    after_fix: RestartAfterFix,
 ) -> Finding {
     let command = argv.join(" ");
     let hint = config_test_hint(argv);
@@ -141,17 +171,19 @@ fn finding_in(
         (None, Some(line)) => format!("config error: {}", super::clean_line(message_of(line))),
         (None, None) => format!("config error: `{command}` {status} and printed nothing"),
     };
-    let then = if restarts_when_fixed {
-        "selfheal restarts the service once the test passes, or run `selfheal restart SERVICE`"
-    } else {
-        "then run `selfheal restart SERVICE`"
-    };
-    let next_step = match &located {
+    let fix = match &located {
         Some(location) => format!(
-            "fix line {} of {} and check it with `{hint}`; {then}",
+            "fix line {} of {} and check it with `{hint}`",
             location.line, location.file
         ),
-        None => format!("run `{hint}` and fix what it reports; {then}"),
+        None => format!("run `{hint}` and fix what it reports"),
+    };
+    let next_step = match after_fix {
+        RestartAfterFix::Automatic => format!(
+            "{fix}; selfheal restarts the service once the test passes, or run `selfheal \
+             restart SERVICE`"
+        ),
+        RestartAfterFix::Manual => format!("{fix}, then run `selfheal restart SERVICE`"),
     };
     let mut evidence = vec![format!("`{command}` {status}")];
     evidence.extend(lines);
@@ -481,7 +513,7 @@ mod tests {
             &argv("doveconf -n"),
             "exited with status 89",
             "doveconf: Fatal: Error in configuration file /etc/dovecot/conf.d/10-mail.conf line 422: Unknown setting: bogus_setting\n",
-            true,
+            RestartAfterFix::Automatic,
         );
         assert_eq!(finding.cause, Cause::ConfigError);
         assert!(finding.blocks_restart);
@@ -503,12 +535,97 @@ mod tests {
     }
 
     #[test]
+    fn next_step_by_restart_after_fix() {
+        let output = "/etc/unbound/unbound.conf:11: error: unknown keyword 'bogus-option'\n";
+        let automatic = finding(
+            &argv("unbound-checkconf"),
+            "exited with status 1",
+            output,
+            RestartAfterFix::Automatic,
+        );
+        let manual = finding(
+            &argv("unbound-checkconf"),
+            "exited with status 1",
+            output,
+            RestartAfterFix::Manual,
+        );
+
+        assert_eq!(
+            automatic.next_step,
+            "fix line 11 of /etc/unbound/unbound.conf and check it with `unbound-checkconf`; \
+             selfheal restarts the service once the test passes, or run `selfheal restart SERVICE`"
+        );
+        assert_eq!(
+            manual.next_step,
+            "fix line 11 of /etc/unbound/unbound.conf and check it with `unbound-checkconf`, \
+             then run `selfheal restart SERVICE`"
+        );
+    }
+
+    /// Builds a custom service whose config test is `script`, run by /bin/sh.
+    fn tested_by(script: &str) -> ServiceConfig {
+        let mut service = ServiceConfig::from_preset(
+            crate::config::presets::preset("unbound").unwrap(),
+            "filter",
+            crate::config::Mode::Heal,
+            crate::config::Timing::NONE,
+        );
+        service.preset = None;
+        service.config_test = Some(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        service
+    }
+
+    #[tokio::test]
+    async fn outcome_of_custom_test() {
+        let passing = run(&tested_by("exit 0"), RestartAfterFix::Automatic).await;
+        let failing = run(
+            &tested_by("echo '/etc/filter.conf:3: error: bad value' >&2; exit 1"),
+            RestartAfterFix::Manual,
+        )
+        .await;
+        let mut missing = tested_by("exit 0");
+        missing.config_test = Some(vec!["/nonexistent/filter-check".into()]);
+        let not_installed = run(&missing, RestartAfterFix::Automatic).await;
+        let mut untested = tested_by("exit 0");
+        untested.config_test = None;
+        let no_test = run(&untested, RestartAfterFix::Automatic).await;
+
+        assert_eq!(passing, Outcome::Passed);
+        let Outcome::Failed(finding) = failing else {
+            panic!("expected a failure, got {failing:?}");
+        };
+        assert_eq!(
+            finding.summary,
+            "config error: /etc/filter.conf line 3: error: bad value"
+        );
+        assert!(finding
+            .next_step
+            .ends_with(", then run `selfheal restart SERVICE`"));
+        let Outcome::NotRun(not_run) = not_installed else {
+            panic!("expected a test that did not run, got {not_installed:?}");
+        };
+        assert_eq!(not_run.cause, Cause::ConfigTestNotRun);
+        assert_eq!(no_test, Outcome::NoTest);
+    }
+
+    #[test]
+    fn tests_before_restart() {
+        let mut service = tested_by("exit 0");
+        assert!(runs_before_restart(&service), "a custom test always runs");
+        service.config_test = None;
+        for (preset, quick) in [("unbound", true), ("postfix", true), ("spamd", false)] {
+            service.preset = Some(preset.into());
+            assert_eq!(runs_before_restart(&service), quick, "{preset}");
+        }
+    }
+
+    #[test]
     fn finding_without_location() {
         let finding = finding(
             &argv("spamassassin --lint"),
             "exited with status 255",
             "config: SpamAssassin failed to parse line, \"bogus\" is not valid for \"required_score\", skipping: required_score bogus\nlint: 1 issues detected, please rerun with debug enabled for more information\n",
-            false,
+            RestartAfterFix::Manual,
         );
         assert_eq!(
             finding.summary,
@@ -517,11 +634,16 @@ mod tests {
         assert!(
             finding
                 .next_step
-                .ends_with("and fix what it reports; then run `selfheal restart SERVICE`"),
+                .ends_with("and fix what it reports, then run `selfheal restart SERVICE`"),
             "{}",
             finding.next_step
         );
-        let silent = super::finding(&argv("postfix check"), "exited with status 1", "", true);
+        let silent = super::finding(
+            &argv("postfix check"),
+            "exited with status 1",
+            "",
+            RestartAfterFix::Automatic,
+        );
         assert_eq!(
             silent.summary,
             "config error: `postfix check` exited with status 1 and printed nothing"
@@ -575,7 +697,7 @@ wsrep-ignore-apply-errors                                    7
             &argv("mariadbd --help --verbose"),
             "exited with status 7",
             MARIADB_OUTPUT,
-            false,
+            RestartAfterFix::Manual,
         );
         assert_eq!(
             finding.summary,
@@ -584,7 +706,7 @@ wsrep-ignore-apply-errors                                    7
         assert!(
             finding.next_step
                 == "fix line 3 of /etc/mysql/mariadb.conf.d/99-x.cnf and check it with \
-                    `mariadbd --help --verbose >/dev/null`; then run `selfheal restart SERVICE`",
+                    `mariadbd --help --verbose >/dev/null`, then run `selfheal restart SERVICE`",
             "{}",
             finding.next_step
         );
@@ -602,7 +724,7 @@ wsrep-ignore-apply-errors                                    7
             &argv("mariadbd --help --verbose"),
             "exited with status 7",
             MARIADB_OUTPUT,
-            false,
+            RestartAfterFix::Manual,
         );
         assert_eq!(
             finding.summary,
@@ -640,9 +762,10 @@ wsrep-ignore-apply-errors                                    7
 
     #[tokio::test]
     async fn missing_program_is_not_a_pass() {
-        let finding = run(&custom("/nonexistent/bin/nope"))
-            .await
-            .expect("a finding for the missing program");
+        let outcome = run(&custom("/nonexistent/bin/nope"), RestartAfterFix::Automatic).await;
+        let Outcome::NotRun(finding) = outcome else {
+            panic!("expected a finding for the missing program, got {outcome:?}");
+        };
         assert_eq!(finding.cause, Cause::ConfigTestNotRun);
         assert!(!finding.blocks_restart);
         assert_eq!(
@@ -660,8 +783,14 @@ wsrep-ignore-apply-errors                                    7
 
     #[tokio::test]
     async fn passing_and_failing_custom_tests() {
-        assert_eq!(run(&custom("/bin/true")).await, None);
-        let failed = run(&custom("/bin/false")).await.expect("a finding");
+        assert_eq!(
+            run(&custom("/bin/true"), RestartAfterFix::Automatic).await,
+            Outcome::Passed
+        );
+        let outcome = run(&custom("/bin/false"), RestartAfterFix::Automatic).await;
+        let Outcome::Failed(failed) = outcome else {
+            panic!("expected a failure, got {outcome:?}");
+        };
         assert_eq!(failed.cause, Cause::ConfigError);
         assert!(failed.blocks_restart);
     }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::knowledge::data_paths;
-use super::{Cause, Finding};
+use super::{Cause, Finding, RestartAfterFix};
 use crate::config::ServiceConfig;
 
 /// Below this many bytes available, a filesystem counts as full, unless 1 % of it is less.
@@ -78,14 +78,14 @@ impl Usage {
 
 /// Checks the filesystems under the service's data paths, each once, and reports the full
 /// ones. Paths that do not exist are skipped.
-pub fn check_service(service: &ServiceConfig) -> Vec<Finding> {
+pub fn check_service(service: &ServiceConfig, after_fix: RestartAfterFix) -> Vec<Finding> {
     let preset = service.preset.as_deref().unwrap_or("");
     let paths: Vec<PathBuf> = data_paths(preset).iter().map(PathBuf::from).collect();
-    check_paths(&paths)
+    check_paths(&paths, after_fix)
 }
 
 /// Checks the filesystems under `paths`; several paths on one filesystem give one finding.
-pub fn check_paths(paths: &[PathBuf]) -> Vec<Finding> {
+pub fn check_paths(paths: &[PathBuf], after_fix: RestartAfterFix) -> Vec<Finding> {
     let mut by_device: BTreeMap<u64, Vec<&Path>> = BTreeMap::new();
     for path in paths {
         if let Ok(metadata) = std::fs::metadata(path) {
@@ -97,12 +97,14 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Finding> {
         .filter_map(|paths| {
             let first = paths.first()?;
             let usage = Usage::of(first).ok()?;
-            usage.is_full().then(|| finding(first, paths, &usage))
+            usage
+                .is_full()
+                .then(|| finding(first, paths, &usage, after_fix))
         })
         .collect()
 }
 
-fn finding(path: &Path, paths: &[&Path], usage: &Usage) -> Finding {
+fn finding(path: &Path, paths: &[&Path], usage: &Usage, after_fix: RestartAfterFix) -> Finding {
     let mount = mount_of(path);
     let mount_text = mount.point.display().to_string();
     let summary = format!(
@@ -134,23 +136,25 @@ fn finding(path: &Path, paths: &[&Path], usage: &Usage) -> Finding {
         (Some(fstype), _) => format!("{fstype} filesystem"),
         (None, _) => "filesystem".to_string(),
     };
-    Finding::new(
-        Cause::DiskFull,
-        summary,
-        format!(
-            "free space on {mount_text} (`du -xsh {}/* | sort -h | tail` shows what is large); \
-             selfheal restarts the service once space is back",
-            mount_text.trim_end_matches('/')
-        ),
-    )
-    .with_evidence([format!(
-        "{place}: {filesystem}, {} of {} available, {} of {} inodes free",
-        human_bytes(usage.available_bytes),
-        human_bytes(usage.total_bytes),
-        usage.free_inodes,
-        usage.total_inodes
-    )])
-    .blocking()
+    let free = format!(
+        "free space on {mount_text} (`du -xsh {}/* | sort -h | tail` shows what is large)",
+        mount_text.trim_end_matches('/')
+    );
+    let next_step = match after_fix {
+        RestartAfterFix::Automatic => {
+            format!("{free}; selfheal restarts the service once space is back")
+        }
+        RestartAfterFix::Manual => format!("{free}, then run `selfheal restart SERVICE`"),
+    };
+    Finding::new(Cause::DiskFull, summary, next_step)
+        .with_evidence([format!(
+            "{place}: {filesystem}, {} of {} available, {} of {} inodes free",
+            human_bytes(usage.available_bytes),
+            human_bytes(usage.total_bytes),
+            usage.free_inodes,
+            usage.total_inodes
+        )])
+        .blocking()
 }
 
 /// A mounted filesystem, from /proc/self/mountinfo.
@@ -290,7 +294,31 @@ mod tests {
         let usage = Usage::of(dir.path()).unwrap();
         assert!(usage.total_bytes > 0);
         assert!(Usage::of(&dir.path().join("missing")).is_err());
-        assert!(check_paths(&[dir.path().join("missing")]).is_empty());
+        assert!(check_paths(&[dir.path().join("missing")], RestartAfterFix::Automatic).is_empty());
+    }
+
+    #[test]
+    fn next_step_by_restart_after_fix() {
+        let full = usage(1000, 0, 100, 50);
+        let path = Path::new("/var/spool/postfix");
+        let automatic = finding(path, &[path], &full, RestartAfterFix::Automatic);
+        let manual = finding(path, &[path], &full, RestartAfterFix::Manual);
+
+        assert!(
+            automatic
+                .next_step
+                .ends_with("; selfheal restarts the service once space is back"),
+            "{}",
+            automatic.next_step
+        );
+        assert!(
+            manual
+                .next_step
+                .ends_with(", then run `selfheal restart SERVICE`"),
+            "{}",
+            manual.next_step
+        );
+        assert!(!manual.next_step.contains("selfheal restarts"));
     }
 
     #[test]
@@ -321,7 +349,7 @@ mod tests {
     fn evidence_names_filesystem() {
         let dir = tempfile::tempdir().unwrap();
         let full = usage(4 * 1024 * 1024, 0, 1000, 12);
-        let finding = finding(dir.path(), &[dir.path()], &full);
+        let finding = finding(dir.path(), &[dir.path()], &full, RestartAfterFix::Automatic);
         let mount = mount_of(dir.path());
         let evidence = &finding.evidence[0];
         assert!(

@@ -5,6 +5,8 @@
 //! InnoDB and Aria/MyISAM corruption from MariaDB, damaged Postfix lookup tables, sockets that
 //! cannot be created, and systemd's own lines for the OOM killer and failed exec steps.
 
+use std::path::Path;
+
 use super::config_test::locate;
 use super::{Cause, Finding};
 use crate::manager::UnitStatus;
@@ -18,8 +20,14 @@ pub struct Scan {
 }
 
 /// Looks for known messages in `lines`, oldest first. Later lines win over earlier ones of
-/// the same kind, because they describe the last attempt.
+/// the same kind, because they describe the last attempt. A line whose claim no longer holds
+/// (a missing directory that exists now) is left out.
 pub fn scan(lines: &[String]) -> Scan {
+    scan_with(lines, &|directory| directory.is_dir())
+}
+
+/// [`scan`] with `is_dir` telling whether a directory exists now.
+fn scan_with(lines: &[String], is_dir: &dyn Fn(&Path) -> bool) -> Scan {
     let mut scan = Scan::default();
     for line in lines.iter().rev() {
         let text = message_of(line);
@@ -35,7 +43,7 @@ pub fn scan(lines: &[String]) -> Scan {
             scan.findings.push(finding);
         } else if let Some(finding) = failed_exec(text, line) {
             scan.findings.push(finding);
-        } else if let Some(finding) = socket_path(text, line) {
+        } else if let Some(finding) = socket_path(text, line, is_dir) {
             scan.findings.push(finding);
         } else if text.contains("killed by the OOM killer")
             || text.contains("Out of memory: Killed")
@@ -223,8 +231,8 @@ fn missing_user() -> Finding {
 
 /// Recognises a socket or file the daemon cannot create: "Unable to bind to port
 /// local:/var/spool/postfix/opendkim/opendkim.sock: No such file or directory" (OpenDKIM), or
-/// a "Permission denied" on a path.
-fn socket_path(text: &str, line: &str) -> Option<Finding> {
+/// a "Permission denied" on a path. A missing directory that `is_dir` finds now gives `None`.
+fn socket_path(text: &str, line: &str, is_dir: &dyn Fn(&Path) -> bool) -> Option<Finding> {
     let missing = text.contains("No such file or directory");
     let denied = text.contains("Permission denied");
     let about_socket = ["bind", "socket", "sock", "listen"]
@@ -237,10 +245,15 @@ fn socket_path(text: &str, line: &str) -> Option<Finding> {
         .split(|c: char| c.is_whitespace() || c == '\'' || c == '"')
         .map(|word| word.trim_start_matches("local:").trim_end_matches(':'))
         .find(|word| word.starts_with('/') && word.len() > 1)?;
-    let directory = std::path::Path::new(path)
-        .parent()
-        .map(|dir| dir.display().to_string())
-        .unwrap_or_else(|| "/".to_string());
+    let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+    if missing && is_dir(parent) {
+        tracing::debug!(
+            directory = %parent.display(),
+            "the journal reports a missing directory that exists now; not a cause"
+        );
+        return None;
+    }
+    let directory = parent.display().to_string();
     let (summary, next_step) = if missing {
         (
             format!("cannot create {path}: directory {directory} is missing"),
@@ -399,7 +412,8 @@ mod tests {
 
     #[test]
     fn opendkim_socket_directory_missing() {
-        let scan = scan(&lines(&["2026-12-04T23:47:56+0000 vm opendkim[2882]: OpenDKIM Filter: Unable to bind to port local:/var/spool/postfix/opendkim/opendkim.sock: No such file or directory"]));
+        let journal = lines(&["2026-12-04T23:47:56+0000 vm opendkim[2882]: OpenDKIM Filter: Unable to bind to port local:/var/spool/postfix/opendkim/opendkim.sock: No such file or directory"]);
+        let scan = scan_with(&journal, &|_| false);
         let finding = &scan.findings[0];
         assert_eq!(finding.cause, Cause::SocketPath);
         assert_eq!(
@@ -407,6 +421,12 @@ mod tests {
             "cannot create /var/spool/postfix/opendkim/opendkim.sock: directory /var/spool/postfix/opendkim is missing"
         );
         assert!(finding.blocks_restart);
+
+        // The directory has been created since that start: the line is no cause any more.
+        let recreated = scan_with(&journal, &|directory| {
+            directory == Path::new("/var/spool/postfix/opendkim")
+        });
+        assert!(recreated.findings.is_empty(), "{:?}", recreated.findings);
     }
 
     #[test]
@@ -438,6 +458,7 @@ mod tests {
             n_restarts: None,
             exec_main_status: Some(9),
             inactive_exit_usec: 0,
+            invocation_id: None,
         };
         let findings = from_unit(&unit, &[]);
         assert_eq!(findings[0].cause, Cause::OutOfMemory);

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Cause, Finding};
+use super::{Cause, Finding, RestartAfterFix};
 use crate::config::ServiceConfig;
 use crate::store::ServiceStateRow;
 
@@ -190,11 +190,14 @@ fn resolves_locally(resolv_conf: &Path) -> bool {
         .is_some_and(|server| server.starts_with("127.") || server == "::1")
 }
 
-/// Findings for the covered services `service` needs that are not healthy now.
+/// Findings for the covered services `service` needs that are not healthy now. `after_fix`
+/// decides whether the next step promises that selfheal starts `service` again by itself once
+/// the other one is back.
 pub fn dependencies_down(
     service: &ServiceConfig,
     preset: &str,
     states: &[ServiceStateRow],
+    after_fix: RestartAfterFix,
 ) -> Vec<Finding> {
     needs(preset)
         .into_iter()
@@ -212,10 +215,18 @@ pub fn dependencies_down(
                         "dependency down: {} is not healthy ({}); {why}",
                         state.service, state.state
                     ),
-                    format!(
-                        "fix {} first (`selfheal status` shows its incident); {} follows once it is back",
-                        state.service, service.name
-                    ),
+                    match after_fix {
+                        RestartAfterFix::Automatic => format!(
+                            "fix {} first (`selfheal status` shows its incident); {} follows \
+                             once it is back",
+                            state.service, service.name
+                        ),
+                        RestartAfterFix::Manual => format!(
+                            "fix {} first (`selfheal status` shows its incident), then run \
+                             `selfheal restart {}` if it does not recover with it",
+                            state.service, service.name
+                        ),
+                    },
                 )
                 .with_evidence([format!(
                     "{}: {} since {}",
@@ -317,14 +328,18 @@ mod tests {
             last_action: None,
             last_action_ms: None,
         };
+        let states = [
+            row("spamd", "needs attention"),
+            row("spamass-milter", "down"),
+        ];
         let down = dependencies_down(
             &service,
             "spamass-milter",
-            &[
-                row("spamd", "needs attention"),
-                row("spamass-milter", "down"),
-            ],
+            &states,
+            RestartAfterFix::Automatic,
         );
+        let watched =
+            dependencies_down(&service, "spamass-milter", &states, RestartAfterFix::Manual);
         assert_eq!(down.len(), 1, "{down:?}");
         assert_eq!(down[0].cause, Cause::DependencyDown);
         assert!(
@@ -334,7 +349,26 @@ mod tests {
             "{}",
             down[0].summary
         );
-        let fine = dependencies_down(&service, "spamass-milter", &[row("spamd", "healthy")]);
+        assert!(
+            down[0]
+                .next_step
+                .ends_with("spamass-milter follows once it is back"),
+            "{}",
+            down[0].next_step
+        );
+        assert!(
+            watched[0].next_step.ends_with(
+                "then run `selfheal restart spamass-milter` if it does not recover with it"
+            ),
+            "{}",
+            watched[0].next_step
+        );
+        let fine = dependencies_down(
+            &service,
+            "spamass-milter",
+            &[row("spamd", "healthy")],
+            RestartAfterFix::Automatic,
+        );
         assert!(fine.is_empty());
     }
 }

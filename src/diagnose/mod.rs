@@ -17,8 +17,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ServiceConfig;
+use crate::config::{Mode, ServiceConfig};
 use crate::manager::UnitStatus;
+use crate::policy::Verdict;
 use crate::store::ServiceStateRow;
 
 /// Maximum evidence lines kept per finding.
@@ -145,18 +146,44 @@ pub fn clean_line(line: &str) -> String {
     }
 }
 
+/// Restart path of a service once the admin has removed a cause that blocks restarts. Next
+/// steps promise an automatic restart only where the policy makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartAfterFix {
+    /// selfheal restarts it: heal mode, while the service has no verdict or waits for a
+    /// blocker to go away (verdict "not restarted").
+    Automatic,
+    /// The admin restarts it: watch mode, or a verdict after which selfheal leaves the service
+    /// alone ("restart failed", "crash loop", "cannot restart").
+    Manual,
+}
+
+impl RestartAfterFix {
+    /// Returns who restarts a service in `mode` whose open incident has `verdict`.
+    pub fn for_state(mode: Mode, verdict: Option<Verdict>) -> RestartAfterFix {
+        match (mode, verdict) {
+            (Mode::Watch, _) => RestartAfterFix::Manual,
+            (Mode::Heal, None | Some(Verdict::NotRestarted)) => RestartAfterFix::Automatic,
+            (Mode::Heal, Some(verdict)) if !verdict.needs_attention() => RestartAfterFix::Automatic,
+            (Mode::Heal, Some(_)) => RestartAfterFix::Manual,
+        }
+    }
+}
+
 /// Evidence the diagnosis reads, gathered by the caller.
 pub struct Evidence<'a> {
     pub service: &'a ServiceConfig,
     /// The unit's state, when the service has a unit and it could be read.
     pub unit: Option<&'a UnitStatus>,
-    /// The unit's last journal lines, oldest first.
+    /// The journal lines of the unit's latest start, oldest first.
     pub journal: &'a [String],
     /// The last known state of every watched service.
     pub states: &'a [ServiceStateRow],
     /// The service's systemd unit, such as `dovecot.service`, to tell its own processes from
     /// others by their cgroup; `None` for a service managed by commands.
     pub unit_name: Option<String>,
+    /// Restart path once a blocking cause is gone, for the wording of next steps.
+    pub after_fix: RestartAfterFix,
 }
 
 /// Runs every check that applies to the service and returns the findings, the most specific
@@ -164,6 +191,7 @@ pub struct Evidence<'a> {
 pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
     let service = evidence.service;
     let preset = service.preset.as_deref().unwrap_or("");
+    let after_fix = evidence.after_fix;
     let mut findings = Vec::new();
 
     if let (Some(unit), Some(name)) = (evidence.unit, &evidence.unit_name) {
@@ -171,21 +199,34 @@ pub async fn diagnose(evidence: &Evidence<'_>) -> Vec<Finding> {
             findings.push(unit_not_found(service, name));
         }
     }
-    findings.extend(disk::check_service(service));
-    if let Some(finding) = config_test::run(service).await {
-        findings.push(finding);
+    findings.extend(disk::check_service(service, after_fix));
+    let config_test = config_test::run(service, after_fix).await;
+    let mut scanned = journal::scan(evidence.journal);
+    match config_test {
+        config_test::Outcome::Failed(finding) => findings.push(finding),
+        config_test::Outcome::Passed => {
+            // A config error in the journal belongs to the start it describes. The config has
+            // been fixed since, so it is no cause now.
+            scanned
+                .findings
+                .retain(|finding| finding.cause != Cause::ConfigError);
+        }
+        // An untested config proves nothing either way, so the journal's claim is kept.
+        config_test::Outcome::NotRun(finding) => findings.push(finding),
+        config_test::Outcome::NoTest => {}
     }
-    let scanned = journal::scan(evidence.journal);
     findings.extend(ports::explain(
         service,
         &scanned.ports_in_use,
         evidence.unit_name.as_deref(),
+        after_fix,
     ));
     findings.extend(scanned.findings);
     findings.extend(knowledge::dependencies_down(
         service,
         preset,
         evidence.states,
+        after_fix,
     ));
     if let Some(unit) = evidence.unit {
         findings.extend(journal::from_unit(unit, evidence.journal));
@@ -261,11 +302,14 @@ fn unit_not_found(service: &ServiceConfig, unit: &str) -> Finding {
 /// quick. Runs before every automatic restart and while the service waits for the admin, so
 /// it leaves out the slow checks.
 pub async fn blockers(service: &ServiceConfig, unit_name: Option<&str>) -> Vec<Finding> {
-    let preset = service.preset.as_deref().unwrap_or("");
-    let mut found = disk::check_service(service);
-    found.extend(ports::explain(service, &[], unit_name));
-    if service.config_test.is_some() || knowledge::quick_config_test(preset) {
-        found.extend(config_test::run(service).await);
+    // The policy requests blockers only where it restarts the service once they are gone.
+    let after_fix = RestartAfterFix::Automatic;
+    let mut found = disk::check_service(service, after_fix);
+    found.extend(ports::explain(service, &[], unit_name, after_fix));
+    if config_test::runs_before_restart(service) {
+        if let config_test::Outcome::Failed(finding) = config_test::run(service, after_fix).await {
+            found.push(finding);
+        }
     }
     found.retain(|finding| finding.blocks_restart);
     found
@@ -348,6 +392,7 @@ mod tests {
             n_restarts: None,
             exec_main_status: Some(1),
             inactive_exit_usec: 0,
+            invocation_id: None,
         }
     }
 
@@ -361,6 +406,7 @@ mod tests {
             journal: &[],
             states: &[],
             unit_name: Some("ai3.service".into()),
+            after_fix: RestartAfterFix::Automatic,
         };
         let findings = diagnose(&evidence).await;
         assert_eq!(findings.len(), 1, "{findings:#?}");
@@ -389,6 +435,7 @@ mod tests {
             journal: &[],
             states: &[],
             unit_name: Some("ai3.service".into()),
+            after_fix: RestartAfterFix::Automatic,
         };
         let causes: Vec<Cause> = diagnose(&evidence)
             .await
@@ -396,6 +443,28 @@ mod tests {
             .map(|finding| finding.cause)
             .collect();
         assert_eq!(causes, [Cause::Exited, Cause::ConfigTestNotRun]);
+    }
+
+    #[test]
+    fn restart_after_fix_by_mode_and_verdict() {
+        use RestartAfterFix::{Automatic, Manual};
+        let cases = [
+            (Mode::Heal, None, Automatic),
+            (Mode::Heal, Some(Verdict::NotRestarted), Automatic),
+            (Mode::Heal, Some(Verdict::Healed), Automatic),
+            (Mode::Heal, Some(Verdict::RestartFailed), Manual),
+            (Mode::Heal, Some(Verdict::CrashLoop), Manual),
+            (Mode::Heal, Some(Verdict::CannotRestart), Manual),
+            (Mode::Watch, None, Manual),
+            (Mode::Watch, Some(Verdict::Down), Manual),
+        ];
+        for (mode, verdict, expected) in cases {
+            assert_eq!(
+                RestartAfterFix::for_state(mode, verdict),
+                expected,
+                "{mode} {verdict:?}"
+            );
+        }
     }
 
     #[test]

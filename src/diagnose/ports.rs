@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{knowledge, Cause, Finding};
+use super::{knowledge, Cause, Finding, RestartAfterFix};
 use crate::config::ServiceConfig;
 use crate::probe::Endpoint;
 
@@ -120,12 +120,14 @@ fn unit_label(unit: &str, service: &str) -> String {
 
 /// Explains the ports the service could not bind (`in_use`, from its journal) and the TCP
 /// ports of its probes: who holds each one, and whether that is the service itself.
+/// `after_fix` words the next step when another program holds a port.
 pub fn explain(
     service: &ServiceConfig,
     in_use: &[(u16, String)],
     unit: Option<&str>,
+    after_fix: RestartAfterFix,
 ) -> Vec<Finding> {
-    explain_in(Path::new("/proc"), service, in_use, unit)
+    explain_in(Path::new("/proc"), service, in_use, unit, after_fix)
 }
 
 fn explain_in(
@@ -133,6 +135,7 @@ fn explain_in(
     service: &ServiceConfig,
     in_use: &[(u16, String)],
     unit: Option<&str>,
+    after_fix: RestartAfterFix,
 ) -> Vec<Finding> {
     let mut ports: Vec<(u16, Option<&String>)> = in_use
         .iter()
@@ -199,6 +202,20 @@ fn explain_in(
                 .blocking(),
             );
         } else if let Some(other) = others.first() {
+            let free = format!(
+                "stop {} or move it to another port (`ss -ltnp 'sport = :{port}'` shows it)",
+                other.program
+            );
+            let next_step = match after_fix {
+                RestartAfterFix::Automatic => format!(
+                    "{free}; selfheal never kills it, and restarts {} once the port is free",
+                    service.name
+                ),
+                RestartAfterFix::Manual => format!(
+                    "{free}, then run `selfheal restart {}`; selfheal never kills it",
+                    service.name
+                ),
+            };
             findings.push(
                 Finding::new(
                     Cause::PortConflict,
@@ -206,11 +223,7 @@ fn explain_in(
                         "port conflict: port {port} is held by {} (PID {}), not by {}",
                         other.program, other.pid, service.name
                     ),
-                    format!(
-                        "stop {} or move it to another port (`ss -ltnp 'sport = :{port}'` shows \
-                         it); selfheal never kills it, and restarts {} once the port is free",
-                        other.program, service.name
-                    ),
+                    next_step,
                 )
                 .with_evidence(evidence)
                 .blocking(),
@@ -295,6 +308,8 @@ mod tests {
         assert!(!in_unit("/user.slice", ""));
     }
 
+    const AUTOMATIC: RestartAfterFix = RestartAfterFix::Automatic;
+
     fn service() -> ServiceConfig {
         ServiceConfig::from_preset(
             crate::config::presets::preset("dovecot").unwrap(),
@@ -310,16 +325,21 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let line = format!("Error: bind(0.0.0.0, {port}) failed: Address already in use");
-        let findings = explain_in(
-            Path::new("/proc"),
-            &service(),
-            &[(port, line)],
-            Some("dovecot.service"),
-        );
-        let finding = findings
-            .iter()
+        let explain = |after_fix| {
+            explain_in(
+                Path::new("/proc"),
+                &service(),
+                &[(port, line.clone())],
+                Some("dovecot.service"),
+                after_fix,
+            )
+            .into_iter()
             .find(|finding| finding.summary.contains(&format!("port {port}")))
-            .expect("a finding for the port");
+            .expect("a finding for the port")
+        };
+        let finding = explain(AUTOMATIC);
+        let manual = explain(RestartAfterFix::Manual);
+
         assert_eq!(finding.cause, Cause::PortConflict);
         assert!(finding.blocks_restart);
         assert!(
@@ -328,6 +348,20 @@ mod tests {
                 .contains(&format!("(PID {}), not by dovecot", std::process::id())),
             "{}",
             finding.summary
+        );
+        assert!(
+            finding
+                .next_step
+                .ends_with("selfheal never kills it, and restarts dovecot once the port is free"),
+            "{}",
+            finding.next_step
+        );
+        assert!(
+            manual
+                .next_step
+                .ends_with(", then run `selfheal restart dovecot`; selfheal never kills it"),
+            "{}",
+            manual.next_step
         );
     }
 
@@ -356,7 +390,13 @@ mod tests {
     #[test]
     fn own_daemon_outside_the_unit_is_a_second_copy() {
         let proc = fake_proc("master", "/system.slice/session-4.scope");
-        let findings = explain_in(proc.path(), &postfix(), &[], Some("postfix@-.service"));
+        let findings = explain_in(
+            proc.path(),
+            &postfix(),
+            &[],
+            Some("postfix@-.service"),
+            AUTOMATIC,
+        );
         assert_eq!(findings.len(), 1, "{findings:?}");
         let finding = &findings[0];
         assert!(finding.blocks_restart);
@@ -375,7 +415,13 @@ mod tests {
             "master",
             "/system.slice/system-postfix.slice/postfix@-.service",
         );
-        let findings = explain_in(proc.path(), &postfix(), &[], Some("postfix@-.service"));
+        let findings = explain_in(
+            proc.path(),
+            &postfix(),
+            &[],
+            Some("postfix@-.service"),
+            AUTOMATIC,
+        );
         assert!(findings.is_empty(), "{findings:?}");
     }
 
@@ -392,6 +438,7 @@ mod tests {
                 "fatal: bind 0.0.0.0 port 1: Address already in use".into(),
             )],
             None,
+            AUTOMATIC,
         );
         assert_eq!(findings.len(), 1);
         assert!(findings[0].summary.contains("nothing holds it now"));

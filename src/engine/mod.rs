@@ -4,6 +4,7 @@
 
 mod events;
 mod notify;
+mod rediagnosis;
 mod runner;
 
 use std::collections::HashMap;

@@ -210,6 +210,7 @@ fn running(pid: u32) -> UnitStatus {
         n_restarts: None,
         exec_main_status: None,
         inactive_exit_usec: 0,
+        invocation_id: None,
     }
 }
 
@@ -226,6 +227,7 @@ fn stopped(reason: String, dead_pid: Option<u32>) -> UnitStatus {
         n_restarts: None,
         exec_main_status: None,
         inactive_exit_usec: 0,
+        invocation_id: None,
     }
 }
 

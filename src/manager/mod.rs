@@ -82,6 +82,10 @@ pub struct UnitStatus {
     /// inactive or failed state, so an unchanged value after a failed start job means the unit
     /// never entered `activating` (the start rate limit refused it).
     pub inactive_exit_usec: u64,
+    /// `InvocationID` as 32 lowercase hex digits: the id of the unit's latest start, which
+    /// systemd and journald attach to the journal entries of that run. `None` before the
+    /// unit's first start since boot, and for a service managed by commands.
+    pub invocation_id: Option<String>,
 }
 
 impl UnitStatus {
@@ -283,6 +287,25 @@ impl Managers {
     pub async fn journal_tail(&self, target: &Target, lines: usize) -> Vec<String> {
         match target {
             Target::Unit(unit) => systemctl::journal_tail(unit, lines).await,
+            Target::Commands(_) => Vec::new(),
+        }
+    }
+
+    /// Returns the last journal lines of the unit's latest start, oldest first: the run that
+    /// `status` names by its invocation id, or the current boot when `status` has none. A
+    /// diagnosis reads these, so that an error of an earlier run is not reported as the present
+    /// cause. Empty for a service managed by commands, or when the journal cannot be read.
+    pub async fn journal_of_latest_start(
+        &self,
+        target: &Target,
+        status: Option<&UnitStatus>,
+        lines: usize,
+    ) -> Vec<String> {
+        match target {
+            Target::Unit(unit) => {
+                let invocation = status.and_then(|status| status.invocation_id.as_deref());
+                systemctl::journal_of_latest_start(unit, invocation, lines).await
+            }
             Target::Commands(_) => Vec::new(),
         }
     }

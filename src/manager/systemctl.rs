@@ -13,11 +13,12 @@ use tokio::process::Command;
 use super::{start_limit_hit, ActiveState, ManagerError, RestartError, RestartReport, UnitStatus};
 
 /// Properties `status` requests from `systemctl show`, and the only keys the parser accepts.
-const STATUS_PROPERTIES: [&str; 8] = [
+const STATUS_PROPERTIES: [&str; 9] = [
     "LoadState",
     "ActiveState",
     "SubState",
     "InactiveExitTimestampMonotonic",
+    "InvocationID",
     "Result",
     "MainPID",
     "NRestarts",
@@ -301,30 +302,60 @@ impl Systemctl {
 /// Returns the unit's last `lines` journal lines, oldest first. The list is empty when journalctl
 /// fails or runs longer than 5 s, and the reason is logged at debug level.
 pub async fn journal_tail(unit: &str, lines: usize) -> Vec<String> {
-    journal_tail_with("journalctl", &[], unit, lines, JOURNAL_TIMEOUT).await
+    let selection = [format!("--unit={unit}")];
+    journal_with("journalctl", &[], unit, &selection, lines, JOURNAL_TIMEOUT).await
 }
 
-async fn journal_tail_with(
+/// Returns the last `lines` journal lines of the unit's latest start, oldest first: the entries
+/// of the run whose `InvocationID` is `invocation`. journald stores that id with each line
+/// the unit's processes log (`_SYSTEMD_INVOCATION_ID`), and systemd with each line it logs
+/// about the run (`INVOCATION_ID`), so lines of earlier runs are left out even when they
+/// came a moment before. Each of systemd's automatic restarts (`Restart=`) is a run of its
+/// own.
+///
+/// Without an id (the unit has not started since boot, or its state could not be read), or
+/// with one that is not 32 hex digits, it returns the unit's lines of the current boot.
+/// Empty when journalctl fails or runs longer than 5 s.
+pub async fn journal_of_latest_start(
+    unit: &str,
+    invocation: Option<&str>,
+    lines: usize,
+) -> Vec<String> {
+    let selection = latest_start_selection(unit, invocation);
+    journal_with("journalctl", &[], unit, &selection, lines, JOURNAL_TIMEOUT).await
+}
+
+/// Builds journalctl's match arguments for [`journal_of_latest_start`]. A `+` between two
+/// matches makes journalctl show the entries that fit either one.
+fn latest_start_selection(unit: &str, invocation: Option<&str>) -> Vec<String> {
+    match invocation.filter(|id| id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit())) {
+        Some(id) => vec![
+            format!("_SYSTEMD_INVOCATION_ID={id}"),
+            "+".to_string(),
+            format!("INVOCATION_ID={id}"),
+        ],
+        None => vec![format!("--unit={unit}"), "--boot".to_string()],
+    }
+}
+
+/// Runs `program` (journalctl) with `selection` and returns the lines it printed. `unit` only
+/// names the unit in log messages.
+async fn journal_with(
     program: &str,
     leading: &[&str],
     unit: &str,
+    selection: &[String],
     lines: usize,
     timeout: Duration,
 ) -> Vec<String> {
     if lines == 0 {
         return Vec::new();
     }
-    let unit_arg = format!("--unit={unit}");
     let lines_arg = format!("--lines={lines}");
     let mut argv = leading.to_vec();
+    argv.extend(selection.iter().map(String::as_str));
     // --quiet drops informational lines such as "-- No entries --".
-    argv.extend_from_slice(&[
-        &unit_arg,
-        &lines_arg,
-        "--no-pager",
-        "--quiet",
-        "--output=short-iso",
-    ]);
+    argv.extend_from_slice(&[&lines_arg, "--no-pager", "--quiet", "--output=short-iso"]);
     match run(program, &argv, timeout).await {
         Ok(output) if output.status.success() => output
             .stdout
@@ -468,6 +499,11 @@ fn parse_show(output: &str) -> Result<UnitStatus, String> {
         exec_main_status: parse_number(&values, "ExecMainStatus")?,
         inactive_exit_usec: parse_number(&values, "InactiveExitTimestampMonotonic")?
             .ok_or_else(|| "property InactiveExitTimestampMonotonic is missing".to_string())?,
+        // systemctl prints "InvocationID=" for a unit that has not started since boot.
+        invocation_id: values
+            .get("InvocationID")
+            .filter(|id| !id.is_empty())
+            .map(|id| id.to_string()),
     })
 }
 
@@ -497,7 +533,7 @@ mod tests {
     // 252 on Debian 12.
     const DOVECOT_RUNNING: &str = "MainPID=133\nResult=success\nNRestarts=0\nExecMainStatus=0\n\
         LoadState=loaded\nActiveState=active\nSubState=running\n\
-        InactiveExitTimestampMonotonic=758182569\n";
+        InactiveExitTimestampMonotonic=758182569\nInvocationID=fbfa157f0d5344178f9470b6d54414ca\n";
     const POSTFIX_RUNNING: &str = "MainPID=0\nResult=success\nNRestarts=0\nExecMainStatus=0\n\
         LoadState=loaded\nActiveState=active\nSubState=running\n\
         InactiveExitTimestampMonotonic=758180310\n";
@@ -509,7 +545,7 @@ mod tests {
         InactiveExitTimestampMonotonic=768609002\n";
     const NOT_FOUND: &str = "MainPID=0\nResult=success\nNRestarts=0\nExecMainStatus=0\n\
         LoadState=not-found\nActiveState=inactive\nSubState=dead\n\
-        InactiveExitTimestampMonotonic=0\n";
+        InactiveExitTimestampMonotonic=0\nInvocationID=\n";
     const DBUS_SOCKET: &str = "Result=success\nLoadState=loaded\nActiveState=active\n\
         SubState=listening\nInactiveExitTimestampMonotonic=755704562\n";
 
@@ -525,6 +561,10 @@ mod tests {
         assert_eq!(status.n_restarts, Some(0));
         assert_eq!(status.exec_main_status, Some(0));
         assert_eq!(status.inactive_exit_usec, 758_182_569);
+        assert_eq!(
+            status.invocation_id.as_deref(),
+            Some("fbfa157f0d5344178f9470b6d54414ca")
+        );
     }
 
     #[test]
@@ -556,6 +596,7 @@ mod tests {
         assert_eq!(status.load_state, "not-found");
         assert_eq!(status.active_state, ActiveState::Inactive);
         assert_eq!(status.inactive_exit_usec, 0);
+        assert_eq!(status.invocation_id, None);
     }
 
     #[test]
@@ -887,7 +928,14 @@ esac
 
         let lines = tokio::time::timeout(
             TEST_TIMEOUT,
-            journal_tail_with("/bin/sh", &[&script], "dovecot.service", 2, JOURNAL_TIMEOUT),
+            journal_with(
+                "/bin/sh",
+                &[&script],
+                "dovecot.service",
+                &["--unit=dovecot.service".to_string()],
+                2,
+                JOURNAL_TIMEOUT,
+            ),
         )
         .await
         .unwrap();
@@ -901,6 +949,26 @@ esac
         assert!(lines[2].contains("Failed to start dovecot.service"));
     }
 
+    #[test]
+    fn latest_start_selection_by_invocation() {
+        let id = "fbfa157f0d5344178f9470b6d54414ca";
+
+        let by_id = latest_start_selection("dovecot.service", Some(id));
+        let never_started = latest_start_selection("dovecot.service", None);
+        let malformed = latest_start_selection("dovecot.service", Some("fbfa+INVOCATION_ID=x"));
+
+        assert_eq!(
+            by_id,
+            [
+                "_SYSTEMD_INVOCATION_ID=fbfa157f0d5344178f9470b6d54414ca",
+                "+",
+                "INVOCATION_ID=fbfa157f0d5344178f9470b6d54414ca"
+            ]
+        );
+        assert_eq!(never_started, ["--unit=dovecot.service", "--boot"]);
+        assert_eq!(malformed, never_started);
+    }
+
     #[tokio::test]
     async fn journal_tail_empty_on_failure() {
         let dir = tempfile::tempdir().unwrap();
@@ -910,13 +978,15 @@ esac
         let hanging = hanging.display().to_string();
         let short = Duration::from_millis(300);
 
-        let failed = journal_tail_with("/bin/sh", &[&failing], "x.service", 5, short).await;
+        let unit = ["--unit=x.service".to_string()];
+
+        let failed = journal_with("/bin/sh", &[&failing], "x.service", &unit, 5, short).await;
         let started = Instant::now();
-        let hung = journal_tail_with("/bin/sh", &[&hanging], "x.service", 5, short).await;
+        let hung = journal_with("/bin/sh", &[&hanging], "x.service", &unit, 5, short).await;
         let hang_elapsed = started.elapsed();
         let missing =
-            journal_tail_with("/nonexistent/journalctl", &[], "x.service", 5, short).await;
-        let zero = journal_tail_with("/bin/sh", &[&failing], "x.service", 0, short).await;
+            journal_with("/nonexistent/journalctl", &[], "x.service", &unit, 5, short).await;
+        let zero = journal_with("/bin/sh", &[&failing], "x.service", &unit, 0, short).await;
 
         assert!(failed.is_empty(), "{failed:?}");
         assert!(hung.is_empty(), "{hung:?}");

@@ -630,6 +630,7 @@ fn status_from_properties(
     let active_state: &str = required(unit, "ActiveState")?;
     let sub_state: &str = required(unit, "SubState")?;
     let inactive_exit_usec: u64 = required(unit, "InactiveExitTimestampMonotonic")?;
+    let invocation_id = invocation_id(unit)?;
 
     let mut status = UnitStatus {
         load_state: load_state.to_string(),
@@ -641,6 +642,7 @@ fn status_from_properties(
         n_restarts: None,
         exec_main_status: None,
         inactive_exit_usec,
+        invocation_id,
     };
     if let Some(service) = service {
         let result: Option<&str> = optional(service, "Result")?;
@@ -652,6 +654,30 @@ fn status_from_properties(
         status.exec_main_status = optional(service, "ExecMainStatus")?;
     }
     Ok(status)
+}
+
+/// Reads `InvocationID` (D-Bus type `ay`, 16 bytes) as 32 hex digits. systemd sends no bytes,
+/// or all zero bytes, for a unit that has not started since boot, which gives `None`, as does
+/// a systemd that lacks the property.
+fn invocation_id(unit: &Properties) -> Result<Option<String>, String> {
+    let Some(value) = unit.get("InvocationID") else {
+        return Ok(None);
+    };
+    let unexpected = || {
+        format!(
+            "property InvocationID has the unexpected D-Bus type {}",
+            value.value_signature()
+        )
+    };
+    let array = <&zbus::zvariant::Array>::try_from(&**value).map_err(|_| unexpected())?;
+    let mut hex = String::with_capacity(32);
+    for element in array.inner() {
+        let Value::U8(byte) = element else {
+            return Err(unexpected());
+        };
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    Ok(hex.bytes().any(|digit| digit != b'0').then_some(hex))
 }
 
 fn required<'p, T>(properties: &'p Properties, name: &str) -> Result<T, String>
@@ -783,6 +809,8 @@ mod tests {
         result: String,
         main_pid: u32,
         inactive_exit_usec: u64,
+        /// `InvocationID`: empty until the first start, then 16 bytes that each start changes.
+        invocation_id: Vec<u8>,
         /// Start jobs the rate limit still rejects. Unlike systemd, ResetFailedUnit keeps this
         /// count, so a test can make the retry fail too.
         rate_limited_starts: u32,
@@ -810,6 +838,7 @@ mod tests {
                 result: result.to_string(),
                 main_pid: 0,
                 inactive_exit_usec: 5_000_000,
+                invocation_id: Vec::new(),
                 rate_limited_starts: 0,
                 start_fails: false,
                 forced_result: None,
@@ -971,6 +1000,11 @@ mod tests {
             return Some(unit.forced_result.unwrap_or("failed"));
         }
         unit.inactive_exit_usec += 1_000_000;
+        let starts = unit
+            .invocation_id
+            .first()
+            .map_or(1, |byte| byte.wrapping_add(1));
+        unit.invocation_id = vec![starts; 16];
         if unit.start_fails {
             unit.active_state = "failed";
             unit.sub_state = "failed";
@@ -1040,6 +1074,11 @@ mod tests {
         #[zbus(property)]
         async fn inactive_exit_timestamp_monotonic(&self) -> u64 {
             self.unit().inactive_exit_usec
+        }
+
+        #[zbus(property, name = "InvocationID")]
+        async fn invocation_id(&self) -> Vec<u8> {
+            self.unit().invocation_id
         }
     }
 
@@ -1170,6 +1209,7 @@ mod tests {
             n_restarts: None,
             exec_main_status: None,
             inactive_exit_usec,
+            invocation_id: None,
         }
     }
 
@@ -1247,6 +1287,33 @@ mod tests {
         assert_eq!(status.n_restarts, Some(2));
         assert_eq!(status.exec_main_status, Some(9));
         assert_eq!(status.inactive_exit_usec, 758_182_569);
+    }
+
+    #[test]
+    fn invocation_id_from_bytes() {
+        let with_id = |bytes: Vec<u8>| -> Properties {
+            let array = zbus::zvariant::Array::from(bytes);
+            [(
+                "InvocationID".to_string(),
+                OwnedValue::try_from(Value::from(array)).unwrap(),
+            )]
+            .into_iter()
+            .collect()
+        };
+
+        let id = invocation_id(&with_id((0..16).collect())).unwrap();
+        let zero = invocation_id(&with_id(vec![0; 16])).unwrap();
+        let empty = invocation_id(&with_id(Vec::new())).unwrap();
+        let absent = invocation_id(&Properties::new()).unwrap();
+        let mut wrong = Properties::new();
+        wrong.insert("InvocationID".to_string(), OwnedValue::from(7u64));
+
+        assert_eq!(id.as_deref(), Some("000102030405060708090a0b0c0d0e0f"));
+        assert_eq!(zero, None);
+        assert_eq!(empty, None);
+        assert_eq!(absent, None);
+        let error = invocation_id(&wrong).unwrap_err();
+        assert!(error.contains("unexpected D-Bus type t"), "{error}");
     }
 
     #[test]
@@ -1417,6 +1484,34 @@ mod tests {
             fixture.calls("RestartUnit"),
             ["RestartUnit dovecot.service replace"]
         );
+    }
+
+    #[tokio::test]
+    async fn status_reads_invocation_id() {
+        let Some(fixture) = Fixture::start(vec![(
+            "dovecot.service",
+            MockUnit::new("inactive", "success"),
+        )])
+        .await
+        else {
+            return;
+        };
+        let never_started =
+            tokio::time::timeout(TEST_TIMEOUT, fixture.systemd.status("dovecot.service"))
+                .await
+                .unwrap()
+                .unwrap();
+        fixture
+            .restart("dovecot.service", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let started = tokio::time::timeout(TEST_TIMEOUT, fixture.systemd.status("dovecot.service"))
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert_eq!(never_started.invocation_id, None);
+        assert_eq!(started.invocation_id.as_deref(), Some(&*"01".repeat(16)));
     }
 
     #[tokio::test]

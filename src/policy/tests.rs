@@ -24,6 +24,7 @@ fn unit(active: &str, sub: &str, n_restarts: u32) -> UnitStatus {
         n_restarts: Some(n_restarts),
         exec_main_status: None,
         inactive_exit_usec: 0,
+        invocation_id: None,
     }
 }
 

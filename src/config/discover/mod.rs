@@ -18,7 +18,7 @@ mod unbound;
 
 use std::path::{Path, PathBuf};
 
-use super::{preset, Config, ConfigError, CONFIG_SOURCE, PRESET_SOURCE};
+use super::{preset, Config, ConfigError, ServiceConfig, CONFIG_SOURCE, PRESET_SOURCE};
 use crate::probe::{Endpoint, ProbeSpec};
 
 pub use mariadb::find_server_option;
@@ -88,9 +88,18 @@ pub fn apply(config: &mut Config, root: &Path) {
                 }
             }
             service.probes = found.probes;
+            service.discovered_under = Some(root.to_path_buf());
             config.warnings.extend(warnings);
         }
     }
+}
+
+/// Reads the config files of a service whose probes were discovered again, so that a socket
+/// or port moved since selfheal started is followed. `None` for a service whose probes were
+/// not discovered ([`ServiceConfig::discovered_under`]).
+pub fn rediscover(service: &ServiceConfig) -> Option<Discovery> {
+    let root = service.discovered_under.as_deref()?;
+    discover(service.preset.as_deref()?, root)
 }
 
 /// Describes where a probe's endpoint came from, for `selfheal check` and logs: "preset
@@ -293,6 +302,42 @@ mod tests {
             })
         );
         assert_eq!(config.services[1].probes[0].source, "preset");
+        assert_eq!(
+            config.services[0].discovered_under.as_deref(),
+            Some(dir.path())
+        );
+        assert_eq!(config.services[1].discovered_under, None);
+    }
+
+    #[test]
+    fn rediscover_follows_moved_socket() {
+        let dir = opendkim_tree();
+        let mut config = match parse_str("[services.opendkim]\n", Path::new("selfheal.toml")) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        };
+        apply(&mut config, dir.path());
+        let service = &config.services[0];
+        write(
+            dir.path(),
+            "/etc/opendkim.conf",
+            "Syslog yes\nSocket local:/var/spool/postfix/opendkim/opendkim.sock\n",
+        );
+
+        let Some(found) = rediscover(service) else {
+            panic!("no rediscovery for a discovered service");
+        };
+
+        assert_eq!(
+            found.probes[0].endpoint,
+            Some(Endpoint::Unix {
+                path: "/var/spool/postfix/opendkim/opendkim.sock".into()
+            })
+        );
+        assert_eq!(found.probes[0].source, "/etc/opendkim.conf:2");
+        let mut set_by_admin = service.clone();
+        set_by_admin.discovered_under = None;
+        assert_eq!(rediscover(&set_by_admin), None);
     }
 
     #[test]
@@ -307,6 +352,8 @@ mod tests {
         apply(&mut config, dir.path());
         assert_eq!(config.services[0].probes[0].source, "config");
         assert_eq!(config.services[1].probes[0].source, "preset");
+        assert_eq!(config.services[0].discovered_under, None);
+        assert_eq!(config.services[1].discovered_under, None);
     }
 
     #[test]

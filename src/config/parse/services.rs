@@ -255,6 +255,7 @@ impl Checker<'_> {
             restart_timeout: timing.restart_timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
             recovery: timing.recovery(),
             config_test: keys.config_test.clone(),
+            discovered_under: None,
         };
         Some((service, keys.enabled.unwrap_or(true)))
     }
