@@ -447,14 +447,14 @@ async fn login_sets_a_strict_cookie_and_logout_ends_it() {
         .unwrap();
     assert!(set.contains("HttpOnly"), "{set}");
     assert!(set.contains("SameSite=Strict"), "{set}");
-    // Plain HTTP without a proxy that says HTTPS: no Secure flag, or the browser drops it.
+    // Plain HTTP without a proxy that reports HTTPS: no Secure flag, or the browser drops it.
     assert!(!set.contains("Secure"), "{set}");
     let (status, me) = dash.get("/api/v1/session", &Auth::Session(&session)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["user"], "admin");
     assert_eq!(me["role"], "admin");
 
-    // Behind a proxy that says the browser used HTTPS, the cookie is Secure.
+    // Behind a proxy that reports HTTPS from the browser, the cookie is Secure.
     let secure = dash
         .http
         .get(dash.url("/login"))
@@ -519,7 +519,7 @@ async fn wrong_passwords_are_refused_then_throttled() {
             .err()
             .unwrap();
     }
-    // Five failures from that address: even the right password waits now, and says why.
+    // Five failures from that address: even the right password must wait now, with the reason.
     let (status, page) = dash
         .login("admin", ADMIN_PASSWORD, "198.51.100.1")
         .await

@@ -578,7 +578,7 @@ fn behind_apache_with_the_shipped_snippet() {
         .and_then(|rest| rest.split('"').next())
         .expect("csrf field")
         .to_string();
-    // The snippet tells selfheal the browser used HTTPS, so the cookies are Secure; curl
+    // The snippet reports to selfheal that the browser used HTTPS, so the cookies are Secure; curl
     // keeps such cookies to itself over plain HTTP, so the session cookie is sent by hand.
     let login_cookie = rig.exec_ok(&["awk", "$6 == \"selfheal_login\" { print $7 }", jar]);
     let login = curl(

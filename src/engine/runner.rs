@@ -102,7 +102,8 @@ pub struct ServiceRunner {
     rediagnosis: Schedule,
     /// Bumped after every change of the view, for the dashboard's live feed.
     changed: Arc<watch::Sender<u64>>,
-    /// Who asked for the manual restart being carried out, for the incident history.
+    /// The admin or token that requested the manual restart in progress, for the incident
+    /// history.
     requested_by: Option<String>,
     /// The state and its start before a pause, restored when the service is in that state
     /// again after it, so that a pause does not reset "healthy since".
@@ -755,8 +756,8 @@ fn describe_endpoints(probes: &[crate::probe::ProbeSpec]) -> String {
     }
 }
 
-/// The slowest probe's latency in seconds when every probe passed; none when one failed or
-/// the service has none.
+/// Returns the slowest probe's latency in seconds when every probe passed; none when one
+/// failed or the service has none.
 fn slowest_probe(observation: &Observation) -> Option<f64> {
     let mut slowest: Option<Duration> = None;
     for report in &observation.probes {

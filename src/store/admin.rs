@@ -38,7 +38,7 @@ impl Store {
         Ok(())
     }
 
-    /// The time selfheal first ran here (Unix ms), if it ever did.
+    /// Returns the time selfheal first ran here (Unix ms), if it ever did.
     pub fn first_start_ms(&self) -> anyhow::Result<Option<i64>> {
         Ok(self
             .conn()
@@ -65,7 +65,7 @@ impl Store {
         Ok(())
     }
 
-    /// The window still open for `service` at `now`, if any. An ended window is removed.
+    /// Returns the window still open for `service` at `now`, if any, and removes an ended one.
     pub fn pause_for(&self, service: &str, now: SystemTime) -> anyhow::Result<Option<PauseRow>> {
         let row = self
             .conn()
@@ -107,7 +107,7 @@ impl Store {
         Ok(())
     }
 
-    /// The latest `limit` audit rows, newest first.
+    /// Returns the latest `limit` audit rows, newest first.
     pub fn audit(&self, limit: usize) -> anyhow::Result<Vec<AuditRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(

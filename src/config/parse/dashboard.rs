@@ -54,7 +54,7 @@ impl Checker<'_> {
         let mut listen_line = field.line;
         let mut tls_cert = None;
         let mut tls_key = None;
-        // Both TLS keys present, readable or not: their own errors say what is wrong then.
+        // Whether each TLS key is present, readable or not: an unreadable file has its own error.
         let mut tls_keys = (false, false);
         let mut plain_line = None;
         for entry in self.fields(table, &field.path, field.line, &[DASHBOARD_KEYS]) {

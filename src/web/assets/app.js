@@ -72,7 +72,7 @@ function post(path, body) {
   });
 }
 
-// How a state reads: its colour class. The state's own words are always shown next to it.
+// Returns the colour class of a state. The state's own words are always shown next to it.
 function stateClass(view) {
   if (view.paused && view.state === "paused") return "paused";
   switch (view.state) {
