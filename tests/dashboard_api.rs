@@ -746,6 +746,16 @@ async fn api_reports_services_incidents_history_and_alerts() {
     assert!(broken["incident"].is_i64());
     assert!(broken["last_restart_ms"].is_i64());
     assert!(broken["findings"].is_array());
+    // Each key once: strict JSON parsers reject duplicates.
+    let raw = dash
+        .request(reqwest::Method::GET, "/api/v1/services/broken", &read)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(raw.matches("\"findings\"").count(), 1, "{raw}");
     assert_eq!(services[0]["state"], "healthy");
 
     let (_, incidents) = dash.get("/api/v1/incidents?service=broken", &read).await;
@@ -865,8 +875,13 @@ async fn paused_service_is_not_restarted_until_resumed() {
         .is_none());
 
     // Resumed: healed at once.
-    dash.post("/api/v1/services/spare/resume", &admin, json!({}))
+    // The reply comes after a check: it shows the restart, not a "healthy" it has not seen.
+    let (status, resumed) = dash
+        .post("/api/v1/services/spare/resume", &admin, json!({}))
         .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(resumed["state"], "healthy", "{resumed}");
+    assert!(resumed["paused"].is_null(), "{resumed}");
     wait_for(
         &dash.daemon,
         "spare healed after resume",

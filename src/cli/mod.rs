@@ -488,7 +488,11 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             let until = pause.until_ms.map_or("until resumed".to_string(), |ms| {
                 format!("until {}", time_text(ms))
             });
-            println!("{:<16} healing paused {until} by {}", "", pause.by);
+            outln!("{:<16} healing paused {until} by {}", "", pause.by);
+            // A paused service is still checked: show whether it is up.
+            if let Some(probe) = &view.last_probe {
+                outln!("{:<16} last check: {probe}", "");
+            }
         }
     }
     if !undelivered.is_empty() {
@@ -526,7 +530,9 @@ fn status_lines(view: &ServiceView) -> Vec<String> {
         time_text(view.since_ms)
     )];
     if let Some((verdict, reason)) = verdict {
-        if cause != Some(reason) {
+        // The reason often is the cause, or contains it (a config test's first line).
+        let repeats = cause.is_some_and(|cause| reason.contains(cause) || cause.contains(reason));
+        if !repeats {
             lines.push(format!("{:<16} {verdict}: {reason}", ""));
         }
     }

@@ -263,7 +263,10 @@ impl ServiceRunner {
                         continue;
                     }
                     Some(Request::Resume { by, reply }) => {
-                        next_requested = self.resume(&by).await;
+                        // Check at once, so that the reply shows the service as it is now
+                        // (and, in heal mode, what was done about it), not "healthy".
+                        self.resume(&by).await;
+                        next_requested = self.check().await;
                         let _ = reply.send(self.current_view());
                         continue;
                     }

@@ -583,7 +583,16 @@ impl ServicePolicy {
                     if manual && self.incident.is_none() {
                         self.open_incident(now, &reason, out);
                     }
-                    self.needs_attention(Verdict::RestartFailed, reason, now, out);
+                    // A manual restart while the blocker is still there fails for that reason:
+                    // the verdict stays "not restarted", restarted by itself once it is gone.
+                    match (&self.blocked, self.blockers.first()) {
+                        (Some(_), Some(blocker)) if manual => {
+                            let blocker = blocker.clone();
+                            self.blocked = Some(blocker.clone());
+                            self.needs_attention(Verdict::NotRestarted, blocker, now, out);
+                        }
+                        _ => self.needs_attention(Verdict::RestartFailed, reason, now, out),
+                    }
                 }
             },
             Phase::NeedsAttention { .. } => match health {
@@ -602,7 +611,7 @@ impl ServicePolicy {
                     self.quick_checks_until = None;
                     if self.blocked.is_some() && self.blockers.is_empty() && self.mode == Mode::Heal
                     {
-                        self.unblock(observation.problem(), now, out);
+                        self.unblock(out);
                     }
                 }
             },
@@ -701,14 +710,19 @@ impl ServicePolicy {
 
     /// Restarts a service that waited for a blocker to go away. The incident stays open, and
     /// a failure of this restart is alerted again: it is news to the admin.
-    fn unblock(&mut self, problem: String, now: Instant, out: &mut Decision) {
+    fn unblock(&mut self, out: &mut Decision) {
         // A manual restart may have failed meanwhile: the event names the blocker, not that.
         let blocker = self.blocked.take().unwrap_or_default();
         if let Some(incident) = &mut self.incident {
             incident.alerted = false;
         }
         out.events.push(Event::BlockerCleared { blocker });
-        self.go_down(problem, now, out);
+        // The admin removed the cause, so this restart is theirs in effect: like a manual one
+        // it neither uses the budget nor counts as "died again", and earlier heals that used
+        // up the budget cannot turn it into a crash loop.
+        self.phase = Phase::Restarting { manual: false };
+        out.events.push(Event::RestartIssued { manual: false });
+        out.commands.push(Command::Restart);
     }
 
     fn restart(&mut self, manual: bool, now: Instant, out: &mut Decision) {

@@ -928,15 +928,14 @@ async fn cleared_blocker_is_named_after_a_failed_manual_restart() {
     after(&mut policy, 10, Input::RestartRequested).await;
     after(&mut policy, 1, restart_ok()).await;
     let failed_again = after(&mut policy, 15, failed_blocked(config)).await;
-    assert!(
-        matches!(
-            policy.phase(),
-            Phase::NeedsAttention {
-                verdict: Verdict::RestartFailed,
-                ..
-            }
-        ),
-        "{failed_again:?}"
+    // It failed for the same cause: still "not restarted", and no second alert.
+    assert!(alerts(&failed_again).is_empty(), "{failed_again:?}");
+    assert_eq!(
+        policy.phase(),
+        &Phase::NeedsAttention {
+            verdict: Verdict::NotRestarted,
+            reason: config.to_string()
+        }
     );
 
     // The file is fixed: the restart names the config error, not the failed restart.
@@ -949,4 +948,25 @@ async fn cleared_blocker_is_named_after_a_failed_manual_restart() {
         )),
         "{fixed:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_after_a_fix_ignores_the_used_budget() {
+    let mut policy = heal();
+    // Three crashes healed within the window use up the budget.
+    for _ in 0..3 {
+        crash_and_heal(&mut policy).await;
+        after(&mut policy, 60, healthy()).await;
+    }
+    let config = "config error: /etc/postfix/main.cf line 50: missing '='";
+    let blocked = after(&mut policy, 30, failed_blocked(config)).await;
+    assert_eq!(alerts(&blocked), vec![Verdict::NotRestarted]);
+
+    // The admin fixes the file: restarted at once, not declared a crash loop.
+    let fixed = after(&mut policy, 30, failed()).await;
+    assert_eq!(restarts(&fixed), 1, "{fixed:?}");
+    assert!(alerts(&fixed).is_empty(), "{fixed:?}");
+    after(&mut policy, 1, restart_ok()).await;
+    let healed = after(&mut policy, 5, healthy()).await;
+    assert_eq!(closed_with(&healed), Some(Verdict::Healed));
 }

@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::{require, Client, Web};
 use crate::config::{MetricsAccess, Role};
-use crate::diagnose::Finding;
 use crate::engine::ServiceView;
 use crate::policy::Verdict;
 use crate::store::{unix_ms, EventRow, IncidentRow};
@@ -91,29 +90,6 @@ pub async fn session(Extension(client): Extension<Client>) -> Response {
     .into_response()
 }
 
-/// A service as the API shows it: its status and, while an incident is open, the findings
-/// of its diagnosis.
-#[derive(Debug, Serialize)]
-pub struct ServiceDetail {
-    #[serde(flatten)]
-    view: ServiceView,
-    findings: Vec<Finding>,
-}
-
-fn detail(web: &Web, view: ServiceView) -> ServiceDetail {
-    let findings = match view.incident {
-        Some(id) => web
-            .store
-            .incident(id)
-            .ok()
-            .flatten()
-            .map(|row| row.diagnosis)
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    ServiceDetail { view, findings }
-}
-
 pub async fn services(
     State(web): State<Arc<Web>>,
     Extension(client): Extension<Client>,
@@ -124,12 +100,9 @@ pub async fn services(
     Json(all_services(&web)).into_response()
 }
 
-fn all_services(web: &Web) -> Vec<ServiceDetail> {
-    web.engine
-        .views()
-        .into_iter()
-        .map(|view| detail(web, view))
-        .collect()
+/// Every service's view; while an incident is open it carries the diagnosis's findings.
+fn all_services(web: &Web) -> Vec<ServiceView> {
+    web.engine.views()
 }
 
 pub async fn service(
@@ -141,7 +114,7 @@ pub async fn service(
         return response;
     }
     match web.engine.view(&name) {
-        Ok(view) => Json(detail(&web, view)).into_response(),
+        Ok(view) => Json(view).into_response(),
         Err(message) => error(StatusCode::NOT_FOUND, &message),
     }
 }
@@ -206,7 +179,7 @@ pub async fn restart(
         Ok(actor) => actor,
         Err(response) => return response,
     };
-    tracing::info!(service = %name, %actor, "restart requested through the dashboard");
+    tracing::info!(service = %name, %actor, "restart requested through the web API");
     match web.engine.restart(&name, &actor).await {
         Ok(outcome) => {
             web.audit(&client, &actor, "restart", Some(&name), &outcome.message);
@@ -306,7 +279,7 @@ fn change_response(
     match result {
         Ok(view) => {
             web.audit(client, actor, action, Some(service), "ok");
-            Json(detail(web, view)).into_response()
+            Json(view).into_response()
         }
         Err(message) => {
             web.audit(client, actor, action, Some(service), &message);
@@ -317,6 +290,12 @@ fn change_response(
 
 /// Parses a pause length such as "30m", within [`PAUSE_RANGE`].
 pub fn parse_pause(text: &str) -> Result<Duration, String> {
+    // humantime reads "M" as months; a pause of 30 months is surely meant as minutes.
+    if text.trim().ends_with('M') || text.contains("month") {
+        return Err(format!(
+            "pause length \"{text}\": M means months; write \"30m\" for minutes"
+        ));
+    }
     let length = humantime::parse_duration(text.trim()).map_err(|_| {
         format!("pause length \"{text}\" is not a duration; write it like \"30m\" or \"2h\"")
     })?;
@@ -675,5 +654,6 @@ mod tests {
         assert!(parse_pause("soon")
             .unwrap_err()
             .contains("is not a duration"));
+        assert!(parse_pause("30M").unwrap_err().contains("M means months"));
     }
 }
