@@ -143,16 +143,19 @@ pidfile = "{dir}/spare.pid"
     }
 
     /// Logs in through the form, as a browser does, from `address` as the proxy reports it.
-    async fn login(
+    /// Fetches the login form and posts it, as a browser does, from `address` as the proxy
+    /// reports it, or directly from this host without one.
+    async fn submit_login(
         &self,
         user: &str,
         password: &str,
-        address: &str,
-    ) -> Result<Session, (StatusCode, String)> {
-        let form = self
-            .http
-            .get(self.url("/login"))
-            .header("x-forwarded-for", address)
+        address: Option<&str>,
+    ) -> reqwest::Response {
+        let forwarded = |builder: reqwest::RequestBuilder| match address {
+            Some(address) => builder.header("x-forwarded-for", address),
+            None => builder,
+        };
+        let form = forwarded(self.http.get(self.url("/login")))
             .send()
             .await
             .unwrap();
@@ -164,25 +167,27 @@ pidfile = "{dir}/spare.pid"
             .and_then(|rest| rest.split('"').next())
             .expect("csrf field")
             .to_string();
-        let response = self
-            .http
-            .post(self.url("/login"))
+        forwarded(self.http.post(self.url("/login")))
             .header("cookie", format!("selfheal_login={login_cookie}"))
-            .header("x-forwarded-for", address)
             .form(&[("user", user), ("password", password), ("csrf", &csrf)])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Logs in through the proxy from `address`; the status and page when it is refused.
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<Session, (StatusCode, String)> {
+        let response = self.submit_login(user, password, Some(address)).await;
         if response.status() != StatusCode::SEE_OTHER {
             let status = response.status();
             return Err((status, response.text().await.unwrap()));
         }
-        let set_cookie: Vec<String> = response
-            .headers()
-            .get_all(SET_COOKIE)
-            .iter()
-            .map(|value| value.to_str().unwrap().to_string())
-            .collect();
+        let set_cookie = set_cookies(&response);
         let session = cookie(response.headers(), "selfheal_session").expect("session cookie");
         let info: Value = self
             .http
@@ -203,30 +208,9 @@ pidfile = "{dir}/spare.pid"
 
     /// Logs in without going through the proxy; returns the Set-Cookie values of the login.
     async fn login_direct(&self, user: &str, password: &str) -> Vec<String> {
-        let form = self.http.get(self.url("/login")).send().await.unwrap();
-        let login_cookie = cookie(form.headers(), "selfheal_login").expect("login cookie");
-        let page = form.text().await.unwrap();
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("csrf field")
-            .to_string();
-        let response = self
-            .http
-            .post(self.url("/login"))
-            .header("cookie", format!("selfheal_login={login_cookie}"))
-            .form(&[("user", user), ("password", password), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
+        let response = self.submit_login(user, password, None).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        response
-            .headers()
-            .get_all(SET_COOKIE)
-            .iter()
-            .map(|value| value.to_str().unwrap().to_string())
-            .collect()
+        set_cookies(&response)
     }
 
     fn request(
@@ -304,6 +288,15 @@ enum Auth<'a> {
     Session(&'a Session),
     SessionNoCsrf(&'a Session),
     Bearer(&'a str),
+}
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .collect()
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -1182,7 +1175,7 @@ async fn malformed_requests_get_json_errors() {
     assert_eq!(response.status(), StatusCode::OK);
     let view: Value = response.json().await.unwrap();
     assert!(view["paused"]["until_ms"].is_null(), "{view}");
-    // Resuming twice: the second says it is not paused.
+    // Resuming twice: the second reply reports that it is not paused.
     assert_eq!(
         dash.post("/api/v1/services/filter/resume", &admin, json!({}))
             .await
@@ -1232,7 +1225,8 @@ async fn unknown_tokens_are_named_and_the_scheme_is_case_insensitive() {
         .daemon
         .cli(&["token", "--name", "ci", "--role", "read-only"]);
     let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(token.starts_with("shtk_") && token.len() == 69, "{token}");
+    assert!(token.starts_with("shtk_"), "{token}");
+    assert_eq!(token.len(), 69, "{token}");
     let entry = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
         entry.contains(&format!("sha256 = \"{}\"", digest(&token))),

@@ -44,7 +44,7 @@ fn password_hash() -> String {
 }
 
 /// Moves the current thread into the rig's network namespace, so that 127.0.0.1 is the rig's
-/// loopback, where ChromeDriver and the dashboard listen; back to the original one on drop.
+/// loopback, where ChromeDriver and the dashboard listen. Dropping it moves the thread back.
 /// Processes this thread starts inherit the namespace; the rig's own scripts name theirs.
 struct RigNetwork {
     original: std::fs::File,
@@ -370,6 +370,46 @@ fn curl(rig: &Rig, args: &[&str]) -> String {
     String::from_utf8_lossy(&rig.exec(&argv).stdout).into_owned()
 }
 
+/// Starts selfheal in the rig with its dashboard published at `public_url` through the web
+/// server `server` (already running), and waits until the proxy reaches it.
+fn start_behind_proxy(rig: &Rig, server: &str, public_url: &str) {
+    let config = rig.dir().join("selfheal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"2s\"\nstate_dir = \"{dir}/state\"\ncontrol_socket = \"{dir}/control.sock\"\n\n\
+             [dashboard]\npublic_url = \"{public_url}\"\nadmin_password_hash = \"{hash}\"\n\n\
+             [services.postfix]\n",
+            dir = rig.dir().display(),
+            hash = password_hash(),
+        ),
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
+    let healthz = [
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1/selfheal/healthz",
+    ];
+    rig.wait_until(
+        &format!("the dashboard behind {server}"),
+        Duration::from_secs(30),
+        || curl(rig, &healthz) == "200",
+    );
+}
+
+/// Returns the hidden CSRF field of a login form page.
+fn form_csrf(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_string()
+}
+
 #[test]
 fn behind_nginx_with_the_shipped_snippet() {
     let rig = Rig::boot("dash-nginx");
@@ -381,36 +421,7 @@ fn behind_nginx_with_the_shipped_snippet() {
         ),
     );
     rig.start_units(&["dbus.socket", "nginx.service", "postfix@-.service"]);
-    let config = rig.dir().join("selfheal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interval = \"2s\"\nstate_dir = \"{dir}/state\"\ncontrol_socket = \"{dir}/control.sock\"\n\n\
-             [dashboard]\npublic_url = \"http://127.0.0.1/selfheal/\"\nadmin_password_hash = \"{hash}\"\n\n\
-             [services.postfix]\n",
-            dir = rig.dir().display(),
-            hash = password_hash(),
-        ),
-    )
-    .expect("write the config");
-    let config = config.display().to_string();
-    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
-    rig.wait_until(
-        "the dashboard behind nginx",
-        Duration::from_secs(30),
-        || {
-            curl(
-                &rig,
-                &[
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://127.0.0.1/selfheal/healthz",
-                ],
-            ) == "200"
-        },
-    );
+    start_behind_proxy(&rig, "nginx", "http://127.0.0.1/selfheal/");
 
     let bare = curl(&rig, &["-i", "http://127.0.0.1/selfheal"]);
     assert!(
@@ -440,12 +451,7 @@ fn behind_nginx_with_the_shipped_snippet() {
     );
     assert!(form.contains("action=\"login\""), "{form}");
     assert!(form.contains("href=\"static/app.css\""), "{form}");
-    let csrf = form
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf field")
-        .to_string();
+    let csrf = form_csrf(&form);
     let login = curl(
         &rig,
         &[
@@ -528,36 +534,7 @@ fn behind_apache_with_the_shipped_snippet() {
         &format!("<VirtualHost 127.0.0.1:80>\n    Include {snippet}\n</VirtualHost>\n"),
     );
     rig.start_units(&["dbus.socket", "apache2.service", "postfix@-.service"]);
-    let config = rig.dir().join("selfheal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interval = \"2s\"\nstate_dir = \"{dir}/state\"\ncontrol_socket = \"{dir}/control.sock\"\n\n\
-             [dashboard]\npublic_url = \"https://127.0.0.1/selfheal/\"\nadmin_password_hash = \"{hash}\"\n\n\
-             [services.postfix]\n",
-            dir = rig.dir().display(),
-            hash = password_hash(),
-        ),
-    )
-    .expect("write the config");
-    let config = config.display().to_string();
-    rig.run_transient("selfheal-test", &[SELFHEAL, "run", "-c", &config]);
-    rig.wait_until(
-        "the dashboard behind Apache",
-        Duration::from_secs(30),
-        || {
-            curl(
-                &rig,
-                &[
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "http://127.0.0.1/selfheal/healthz",
-                ],
-            ) == "200"
-        },
-    );
+    start_behind_proxy(&rig, "Apache", "https://127.0.0.1/selfheal/");
 
     let bare = curl(&rig, &["-i", "http://127.0.0.1/selfheal"]);
     assert!(bare.starts_with("HTTP/1.1 301"), "{bare}");
@@ -572,14 +549,9 @@ fn behind_apache_with_the_shipped_snippet() {
             "http://127.0.0.1/selfheal/login",
         ],
     );
-    let csrf = form
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf field")
-        .to_string();
-    // The snippet reports to selfheal that the browser used HTTPS, so the cookies are Secure; curl
-    // keeps such cookies to itself over plain HTTP, so the session cookie is sent by hand.
+    let csrf = form_csrf(&form);
+    // The snippet reports to selfheal that the browser used HTTPS, so the cookies are Secure.
+    // curl does not send Secure cookies over plain HTTP, so the test sends them by hand.
     let login_cookie = rig.exec_ok(&["awk", "$6 == \"selfheal_login\" { print $7 }", jar]);
     let login = curl(
         &rig,

@@ -29,50 +29,51 @@ pub async fn pause(config: &Config, name: &str, length: Option<&str>) -> anyhow:
         service: name.to_string(),
         seconds: length.map(|length| length.as_secs()),
     };
-    match control::request(&config.control_socket, &request, Duration::from_secs(30)).await? {
-        Some(ControlResponse::Service { view }) => {
-            outln!("{}", describe(&view));
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
-        Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
-        None => {
-            let store = Store::open(&config.state_db())?;
-            let now = SystemTime::now();
-            store.set_pause(&PauseRow {
-                service: name.to_string(),
-                until_ms: length.map(|length| unix_ms(now + length)),
-                actor: control::ACTOR.to_string(),
-                at_ms: unix_ms(now),
-            })?;
-            audit(&store, "pause", name);
-            outln!(
-                "selfheal is not running; healing of {name} is paused {} from its start",
-                until_text(length.map(|length| unix_ms(now + length)))
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    if ask_daemon(config, &request).await? {
+        return Ok(ExitCode::SUCCESS);
     }
+    let store = Store::open(&config.state_db())?;
+    let now = SystemTime::now();
+    let until_ms = length.map(|length| unix_ms(now + length));
+    store.set_pause(&PauseRow {
+        service: name.to_string(),
+        until_ms,
+        actor: control::ACTOR.to_string(),
+        at_ms: unix_ms(now),
+    })?;
+    audit(&store, "pause", name);
+    outln!(
+        "selfheal is not running; healing of {name} is paused {} from its start",
+        until_text(until_ms)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn resume(config: &Config, name: &str) -> anyhow::Result<ExitCode> {
     let request = ControlRequest::Resume {
         service: name.to_string(),
     };
-    match control::request(&config.control_socket, &request, Duration::from_secs(30)).await? {
+    if ask_daemon(config, &request).await? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&config.state_db())?;
+    store.clear_pause(name)?;
+    audit(&store, "resume", name);
+    outln!("selfheal is not running; {name} will be healed again from its start");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a pause or resume to the running daemon and prints the service's new state.
+/// Returns false when no daemon listens, so that the caller stores the change instead.
+async fn ask_daemon(config: &Config, request: &ControlRequest) -> anyhow::Result<bool> {
+    match control::request(&config.control_socket, request, Duration::from_secs(30)).await? {
         Some(ControlResponse::Service { view }) => {
             outln!("{}", describe(&view));
-            Ok(ExitCode::SUCCESS)
+            Ok(true)
         }
         Some(ControlResponse::Error { message }) => anyhow::bail!("daemon: {message}"),
         Some(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
-        None => {
-            let store = Store::open(&config.state_db())?;
-            store.clear_pause(name)?;
-            audit(&store, "resume", name);
-            outln!("selfheal is not running; {name} will be healed again from its start");
-            Ok(ExitCode::SUCCESS)
-        }
+        None => Ok(false),
     }
 }
 

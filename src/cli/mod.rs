@@ -89,7 +89,7 @@ pub enum Commands {
     Pause {
         /// Service name as configured (`selfheal status` lists them).
         service: String,
-        /// How long, such as 30m or 2h (1m to 30d); without it, until resumed.
+        /// Length of the pause, such as 30m or 2h (1m to 30d); without it, until resumed.
         #[arg(long = "for", value_name = "DURATION")]
         length: Option<String>,
     },
@@ -105,7 +105,7 @@ pub enum Commands {
         /// Name the audit log shows for requests with this token.
         #[arg(long, default_value = "api")]
         name: String,
-        /// What the token may do: admin, read-only or metrics.
+        /// Role of the token: admin, read-only or metrics.
         #[arg(long, default_value = "read-only")]
         role: String,
     },

@@ -351,7 +351,7 @@ pub struct DashboardConfig {
     pub readonly_password_hash: Option<String>,
     /// Bearer tokens for the API and the metrics (`[[dashboard.token]]`).
     pub tokens: Vec<ApiToken>,
-    /// Who may read `/metrics` (`metrics`, default loopback).
+    /// Access to `/metrics` (`metrics`, default loopback).
     pub metrics: MetricsAccess,
     /// Serve plain HTTP on an address other than loopback (`allow_plain_http`, default false).
     pub allow_plain_http: bool,
@@ -389,7 +389,7 @@ impl Default for DashboardConfig {
     }
 }
 
-/// What a dashboard user or an API token may do.
+/// Role of a dashboard user or an API token: what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
@@ -424,7 +424,7 @@ pub struct ApiToken {
     pub role: Role,
 }
 
-/// Who may read `/metrics`.
+/// Access rule of `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsAccess {

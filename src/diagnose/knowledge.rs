@@ -69,7 +69,8 @@ pub fn own_programs(preset: &str) -> &'static [&'static str] {
     }
 }
 
-/// How to stop a second copy of a preset that runs outside its unit, the service's own way.
+/// Returns how to stop a second copy of a preset that runs outside its unit, the service's
+/// own way.
 pub fn stray_stop_hint(preset: &str) -> Option<&'static str> {
     match preset {
         "postfix" => Some("`postfix stop`"),

@@ -74,7 +74,7 @@ pub struct ServiceView {
 pub struct PauseView {
     /// End of the window (Unix ms); none until resumed.
     pub until_ms: Option<i64>,
-    /// Who paused it.
+    /// The admin or token that paused it.
     pub by: String,
     pub since_ms: i64,
 }
@@ -297,7 +297,7 @@ impl Engine {
         })
     }
 
-    /// The view of one service.
+    /// Returns the view of one service.
     pub fn view(&self, service: &str) -> Result<ServiceView, String> {
         let handle = self.handle(service)?;
         Ok(handle
@@ -307,7 +307,7 @@ impl Engine {
             .clone())
     }
 
-    /// A receiver that changes whenever any service's view changes.
+    /// Returns a receiver that changes whenever any service's view changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.clone()
     }
@@ -316,7 +316,7 @@ impl Engine {
         &self.metrics
     }
 
-    /// How long no check has finished, when that is longer than a healthy daemon ever
+    /// Returns how long no check has finished, when that is longer than a healthy daemon ever
     /// takes: two intervals plus the longest restart and verification plus a status call.
     pub fn stalled(&self) -> Option<Duration> {
         let stalled = self.since_last_check();

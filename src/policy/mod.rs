@@ -388,7 +388,8 @@ impl ServicePolicy {
             && (self.blocked.is_some() || !matches!(self.phase, Phase::NeedsAttention { .. }))
     }
 
-    /// The open maintenance window: `Some(None)` until resumed, `Some(Some(t))` until `t`.
+    /// Returns the open maintenance window: `Some(None)` until resumed, `Some(Some(t))` until
+    /// `t`.
     pub fn paused(&self) -> Option<Option<Instant>> {
         self.paused
     }
@@ -417,7 +418,7 @@ impl ServicePolicy {
             Input::Resume => self.resume(false, now, &mut out),
         }
         if self.paused.is_some() {
-            // Whoever paused the service is working on it: nothing to tell them. An incident
+            // The admin who paused the service is working on it, so there is nothing to tell. An incident
             // that stays open is alerted after the window if it still needs attention.
             out.commands
                 .retain(|command| !matches!(command, Command::Alert { .. }));

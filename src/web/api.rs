@@ -33,7 +33,7 @@ const PAUSE_RANGE: (Duration, Duration) =
 const HISTORY_DAYS_MAX: u64 = 31;
 const HOUR_MS: i64 = 3_600_000;
 
-/// A JSON error body: `{"error": "..."}`.
+/// Returns a JSON error body: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -100,7 +100,8 @@ pub async fn services(
     Json(all_services(&web)).into_response()
 }
 
-/// Every service's view; while an incident is open it carries the diagnosis's findings.
+/// Returns every service's view, which carries the diagnosis's findings while an incident
+/// is open.
 fn all_services(web: &Web) -> Vec<ServiceView> {
     web.engine.views()
 }
@@ -212,7 +213,7 @@ pub async fn pause(
         Err(response) => return response,
     };
     // The body is optional and read as JSON whatever its Content-Type, so that every mistake
-    // gets a JSON error that says what to send.
+    // gets a JSON error that names what to send.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         PauseRequest { length: None }
     } else {

@@ -84,7 +84,7 @@ impl Auth {
         }
     }
 
-    /// Whether any password is configured, so that a login can succeed at all.
+    /// Returns whether any password is configured, so that a login can succeed at all.
     pub fn has_users(&self) -> bool {
         self.admin_hash.is_some() || self.viewer_hash.is_some()
     }
@@ -169,7 +169,7 @@ impl Auth {
         ))
     }
 
-    /// The principal of a session cookie, refreshing its idle timer.
+    /// Returns the principal of a session cookie and refreshes its idle timer.
     pub fn session(&self, token: &str, now: Instant) -> Option<Principal> {
         let mut sessions = lock(&self.sessions);
         self.expire(&mut sessions, now);
@@ -186,7 +186,7 @@ impl Auth {
         lock(&self.sessions).remove(token);
     }
 
-    /// The principal of a bearer token, compared by SHA-256 in constant time.
+    /// Returns the principal of a bearer token, compared by SHA-256 in constant time.
     pub fn bearer(&self, token: &str) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.tokens
@@ -251,7 +251,7 @@ pub fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// SHA-256 of a token in hexadecimal, as `[[dashboard.token]] sha256` holds it.
+/// SHA-256 of a token in hexadecimal, as `[[dashboard.token]] sha256` contains it.
 pub fn token_digest(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn dummy_hash_is_valid_and_unguessable() {
-        // The fixed hash must parse, or unknown users would answer faster than known ones.
+        // The fixed hash must parse, or logins of unknown users would return faster than those of known ones.
         assert!(PasswordHash::new(DUMMY).is_ok());
         assert!(!verify_password(None, ""));
         assert!(!verify_password(None, "password"));
